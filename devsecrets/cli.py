@@ -1,0 +1,330 @@
+"""The command line: parse, call one core function, render the result. The only click user."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets as _random
+import string
+import sys
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from devsecrets import __version__
+from devsecrets.errors import DevsecretsError, UsageProblem
+
+ALPHABETS = {
+    "alnum": string.ascii_letters + string.digits,
+    "hex": "0123456789abcdef",
+    "base64url": string.ascii_letters + string.digits + "-_",
+    "printable": string.ascii_letters + string.digits + string.punctuation,
+}
+
+
+@dataclass
+class App:
+    """What every command needs, resolved lazily so `get` pays only for what it uses."""
+
+    env: dict[str, str]
+    cwd: Path
+    store_option: Path | None
+    _identities: Any = field(default=None, repr=False)
+
+    def store(self) -> Any:
+        from devsecrets.store import find_store
+
+        return find_store(self.cwd, self.store_option)
+
+    def identities(self) -> Any:
+        if self._identities is None:
+            from devsecrets.keys import find_identities
+
+            self._identities = find_identities(self.env)
+        return self._identities
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="devsecrets")
+@click.option(
+    "--store",
+    "store_option",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DEVSECRETS_STORE",
+    help="Store directory (default: nearest .devsecrets/ upwards). Env: DEVSECRETS_STORE.",
+)
+@click.option("--debug", is_flag=True, envvar="DEVSECRETS_DEBUG", help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, store_option: Path | None, debug: bool) -> None:
+    """Run your Docker Swarm stack locally with real secrets, safely.
+
+    Secrets live encrypted in .devsecrets/ (SOPS files, age keys) and are shared through git.
+    """
+    ctx.obj = App(env=dict(os.environ), cwd=Path.cwd(), store_option=store_option)
+    ctx.meta["debug"] = debug
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--name", "member", help="Your recipient name (default: your login name).")
+@pass_app
+def init(app: App, member: str | None) -> None:
+    """Create the store here and make you its first recipient.
+
+    Creates an age identity at sops' default location if you have none (never overwrites one).
+    Safe to run again.
+    """
+    from devsecrets.keys import create_key_file, default_key_file
+    from devsecrets.store import STORE_DIR, find_store, init_store
+    from devsecrets.errors import StoreNotFoundError
+
+    identities = app.identities()
+    if identities.public:
+        recipient = identities.public[0]
+    else:
+        key_file = default_key_file(app.env)
+        if key_file.exists():
+            raise DevsecretsError(
+                f"{key_file} exists but holds no usable age identity",
+                hint="fix or move that file; devsecrets never overwrites it",
+            )
+        recipient = create_key_file(key_file, _now())
+        _say(f"created age identity {key_file} (back it up; it is your key to the store)")
+    try:
+        root = find_store(app.cwd, app.store_option).root
+    except StoreNotFoundError:
+        root = app.store_option or app.cwd / STORE_DIR
+    store, added = init_store(root, member or getpass.getuser(), recipient)
+    _say(f"store {store.root}")
+    if added:
+        _say(f"added you as a recipient ({recipient[:20]}…)")
+    else:
+        _say("you are already a recipient")
+    _say("next: `devsecrets set NAME` and commit .devsecrets/")
+
+
+@cli.command("set")
+@click.argument("name")
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the value from this file (exact bytes).",
+)
+@click.option("--generate", is_flag=True, help="Generate a random value.")
+@click.option("--length", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--alphabet", type=click.Choice(list(ALPHABETS)), default="alnum", show_default=True)
+@pass_app
+def set_(
+    app: App, name: str, from_file: Path | None, generate: bool, length: int, alphabet: str
+) -> None:
+    """Store a secret. The value comes from stdin (exact bytes), --from-file or --generate.
+
+    \b
+    Examples:
+      printf %s 's3cret' | devsecrets set db_password
+      devsecrets set tls_key --from-file server.key
+      devsecrets set api_token --generate --length 40
+    """
+    from devsecrets.store import validate_name
+
+    validate_name(name)
+    if from_file and generate:
+        raise click.UsageError("use either --from-file or --generate, not both")
+    if generate:
+        value = "".join(_random.choice(ALPHABETS[alphabet]) for _ in range(length)).encode()
+    elif from_file:
+        value = from_file.read_bytes()
+    elif sys.stdin.isatty():
+        value = click.prompt(f"value for {name}", hide_input=True, confirmation_prompt=True).encode()
+    else:
+        value = sys.stdin.buffer.read()
+    changed = app.store().write(name, value, app.identities())
+    _say(f"{name}: {'stored' if changed else 'unchanged'} ({len(value)} bytes)")
+
+
+@cli.command()
+@click.argument("name")
+@pass_app
+def get(app: App, name: str) -> None:
+    """Print a secret's raw bytes to stdout."""
+    secret = app.store().read(name, app.identities())
+    sys.stdout.buffer.write(secret.value)
+    sys.stdout.buffer.flush()
+
+
+@cli.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def ls(app: App, as_json: bool) -> None:
+    """List secrets: name, size, last change, recipients. Decrypts nothing."""
+    store = app.store()
+    infos = [store.info(n) for n in store.names()]
+    if as_json:
+        click.echo(json.dumps([asdict(i) for i in infos], indent=2))
+        return
+    if not infos:
+        _say(f"no secrets in {store.root}; add one with `devsecrets set NAME`")
+        return
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        mark = "  (stale recipients: run `devsecrets rekey`)" if info.stale else ""
+        click.echo(
+            f"{info.name:<{width}}  {info.size:>7} B  {info.lastmodified}  "
+            f"{', '.join(info.recipients)}{mark}"
+        )
+
+
+@cli.command()
+@click.argument("name")
+@pass_app
+def rm(app: App, name: str) -> None:
+    """Remove a secret from the store."""
+    app.store().remove(name)
+    _say(f"{name}: removed")
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--allow-disk", is_flag=True, help="Allow the temporary plaintext copy on disk if no tmpfs."
+)
+@pass_app
+def edit(app: App, name: str, allow_disk: bool) -> None:
+    """Edit a secret in $VISUAL/$EDITOR; the plaintext copy lives only on tmpfs.
+
+    Creates the secret if it does not exist. Saving unchanged content stores nothing.
+    """
+    from devsecrets.edit import edit_secret, editor_command
+    from devsecrets.tmpfs import private_root
+
+    changed = edit_secret(
+        app.store(),
+        name,
+        app.identities(),
+        editor_command(app.env),
+        private_root(app.env, allow_disk=allow_disk),
+        confirm_empty=lambda: click.confirm(f"{name} is now empty; store an empty value?"),
+    )
+    _say(f"{name}: {'stored' if changed else 'unchanged, nothing written'}")
+
+
+@cli.group()
+def recipients() -> None:
+    """Who can read the store (age X25519 or ssh-ed25519 public keys)."""
+
+
+@recipients.command("ls")
+@pass_app
+def recipients_ls(app: App) -> None:
+    """List recipients: name and public key."""
+    for member, key in app.store().recipients().items():
+        click.echo(f"{member}  {key}")
+
+
+@recipients.command("add")
+@click.argument("member")
+@click.argument("key")
+@pass_app
+def recipients_add(app: App, member: str, key: str) -> None:
+    """Add MEMBER with public KEY and re-wrap every secret's data key for them."""
+    store = app.store()
+    with _progress(len(store.names())) as progress:
+        touched = store.add_recipient(member, key, app.identities(), progress)
+    _say(f"added {member}; re-wrapped {touched} secret(s)")
+
+
+@recipients.command("rm")
+@click.argument("member")
+@pass_app
+def recipients_rm(app: App, member: str) -> None:
+    """Remove MEMBER and rotate every data key, so they cannot read anything written later.
+
+    Values they could read before stay known to them: rotate those secrets at the source.
+    """
+    store = app.store()
+    with _progress(len(store.names())) as progress:
+        touched = store.remove_recipient(member, app.identities(), progress)
+    _say(f"removed {member}; rotated the data key of {touched} secret(s)")
+
+
+@cli.command()
+@pass_app
+def rekey(app: App) -> None:
+    """Give every secret a fresh data key, wrapped for the current recipients."""
+    store = app.store()
+    with _progress(len(store.names())) as progress:
+        touched = store.rekey(app.identities(), progress)
+    _say(f"rekeyed {touched} secret(s)")
+
+
+# -- plumbing --------------------------------------------------------------------------------
+
+
+class _progress:
+    """A progress bar on stderr when a command touches many files; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.bar: Any = None
+        if total >= 20 and sys.stderr.isatty():
+            self.bar = click.progressbar(length=total, label="re-encrypting", file=sys.stderr)
+
+    def __enter__(self) -> Any:
+        if self.bar is None:
+            return None
+        self.bar.__enter__()
+        return lambda done, total: self.bar.update(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _error(message: str, hint: str | None) -> None:
+    click.echo(f"devsecrets: error: {message}", err=True)
+    if hint:
+        click.echo(f"devsecrets: hint: {hint}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: maps exceptions to exit codes (1 expected, 2 usage, 3 bug, 130 Ctrl-C)."""
+    debug = os.environ.get("DEVSECRETS_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    try:
+        result = cli.main(args=argv, prog_name="devsecrets", standalone_mode=False)
+    except DevsecretsError as e:
+        if debug:
+            traceback.print_exc()
+        _error(e.message, e.hint)
+        return 2 if isinstance(e, UsageProblem) else e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("devsecrets: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception:  # noqa: BLE001 - last resort: a bug, shown as one
+        traceback.print_exc()
+        click.echo("devsecrets: internal error, please report it with the traceback above", err=True)
+        return 3
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,67 @@
+"""Every failure a user can cause is a DevsecretsError: one line, a hint, exit code 1.
+
+Messages name secrets, files and keys; they never carry a secret value.
+"""
+
+from __future__ import annotations
+
+
+class DevsecretsError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageProblem(DevsecretsError):
+    """Bad input from the command line that click itself cannot see (a bad name, a size)."""
+
+
+class StoreError(DevsecretsError):
+    pass
+
+
+class StoreNotFoundError(StoreError):
+    pass
+
+
+class SecretNotFoundError(StoreError):
+    pass
+
+
+class NoIdentityError(StoreError):
+    pass
+
+
+class DecryptError(StoreError):
+    """No identity we hold opens the file."""
+
+
+class IntegrityError(StoreError):
+    """The file is not what it claims: tampered, truncated, swapped or not SOPS at all."""
+
+
+class RecipientError(StoreError):
+    pass
+
+
+class TmpfsError(DevsecretsError):
+    pass
+
+
+class EditError(DevsecretsError):
+    pass
+
+
+class StackError(DevsecretsError):
+    pass
+
+
+class ComposeError(DevsecretsError):
+    pass
+
+
+class MaterializeError(DevsecretsError):
+    pass

@@ -1,0 +1,416 @@
+"""The team store: `.devsecrets/` with one SOPS file per secret and `recipients.yaml`.
+
+Input: a store directory, identities. Output: `Secret` values (bytes, hidden from repr) and
+`SecretInfo` listings. Writes are atomic (temp file, fsync, rename) and serialized by a lock.
+Never writes plaintext anywhere; never puts a value into an exception message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets as _random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devsecrets.errors import (
+    DecryptError,
+    IntegrityError,
+    RecipientError,
+    SecretNotFoundError,
+    StoreError,
+    StoreNotFoundError,
+    UsageProblem,
+)
+from devsecrets.keys import Identities
+from devsecrets.store import age, cipher, sopsfile
+from devsecrets.store.sopsfile import AgeStanza, SopsDocument
+
+STORE_DIR = ".devsecrets"
+SUFFIX = ".sops.yaml"
+RECIPIENTS_FILE = "recipients.yaml"
+LOCK_FILE = ".lock"
+# Swarm's limits (swarmkit validateSecretSpec; measured in shared/notes/DOCKER.md §3.2).
+MAX_VALUE_SIZE = 500 * 1024 - 1
+_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?$")
+_MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+GITIGNORE = "# devsecrets: the writers' lock and interrupted temp files\n.lock\n.*.tmp-*\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    name: str
+    value: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    name: str
+    size: int
+    lastmodified: str
+    recipients: tuple[str, ...]
+    stale: bool  # recipients differ from recipients.yaml
+
+
+@dataclass(slots=True)
+class _Opened:
+    doc: SopsDocument
+    key: bytes = field(repr=False)
+    plaintext: bytes = field(repr=False)
+    leaf: cipher.Leaf | None
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageProblem(
+            f"invalid secret name {name!r}",
+            hint="use 1-64 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (Swarm's rule)",
+        )
+    if name.endswith("_unencrypted"):
+        raise UsageProblem(
+            f"invalid secret name {name!r}: sops leaves keys ending in _unencrypted in plaintext"
+        )
+    return name
+
+
+def validate_size(value: bytes) -> bytes:
+    if len(value) > MAX_VALUE_SIZE:
+        raise UsageProblem(
+            f"value is {len(value)} bytes; Swarm's limit is {MAX_VALUE_SIZE} bytes (under 500 KiB)"
+        )
+    return value
+
+
+def find_store(start: Path, explicit: Path | None = None) -> Store:
+    """`--store`/DEVSECRETS_STORE, else the nearest `.devsecrets/` walking up like git."""
+    if explicit is not None:
+        if not (explicit / RECIPIENTS_FILE).is_file():
+            raise StoreNotFoundError(
+                f"no devsecrets store at {explicit}", hint="run `devsecrets init` there first"
+            )
+        return Store(explicit)
+    for directory in (start, *start.parents):
+        candidate = directory / STORE_DIR
+        if (candidate / RECIPIENTS_FILE).is_file():
+            return Store(candidate)
+    raise StoreNotFoundError(
+        f"no {STORE_DIR}/ store in {start} or any parent directory",
+        hint="run `devsecrets init` in your project root, or pass --store",
+    )
+
+
+def init_store(root: Path, member: str, recipient: str) -> tuple[Store, bool]:
+    """Create the store (or keep it) and make sure `recipient` is in it. Returns (store, added)."""
+    root.mkdir(parents=True, exist_ok=True)
+    ignore = root / ".gitignore"
+    if not ignore.exists():
+        _atomic_write(ignore, GITIGNORE.encode())
+    store = Store(root)
+    if not (root / RECIPIENTS_FILE).exists():
+        _atomic_write(root / RECIPIENTS_FILE, _emit_recipients({}))
+    members = store.recipients()
+    if recipient in members.values():
+        return store, False
+    age.parse_recipient(recipient)
+    with store.lock():
+        store._save_recipients({**members, _unique(member, members): recipient})
+    return store, True
+
+
+def _unique(member: str, members: Mapping[str, str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._@-]", "-", member).strip("-._@") or "me"
+    name, n = base, 2
+    while name in members:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, name: str) -> Path:
+        return self.root / (validate_name(name) + SUFFIX)
+
+    def names(self) -> list[str]:
+        return sorted(
+            p.name[: -len(SUFFIX)]
+            for p in self.root.iterdir()
+            if p.name.endswith(SUFFIX) and not p.name.startswith(".")
+        )
+
+    def recipients(self) -> dict[str, str]:
+        path = self.root / RECIPIENTS_FILE
+        try:
+            raw: Any = yaml.load(path.read_bytes(), Loader=yaml.BaseLoader)  # noqa: S506
+        except FileNotFoundError as e:
+            raise StoreNotFoundError(f"{path} is missing", hint="run `devsecrets init`") from e
+        except yaml.YAMLError as e:
+            raise StoreError(f"{path} is not valid YAML") from e
+        if raw in (None, ""):
+            return {}
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise StoreError(f"{path} must map member names to age public keys")
+        return dict(raw)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer at a time; the kernel drops the lock if a writer is killed."""
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._clean_temp_files()
+            yield
+        finally:
+            os.close(fd)
+
+    def _clean_temp_files(self) -> None:
+        for stale in self.root.glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _where(self, name: str) -> str:
+        return str(self.path_for(name))
+
+    def _load(self, name: str) -> SopsDocument:
+        path = self.path_for(name)
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError as e:
+            raise SecretNotFoundError(
+                f"no secret {name!r} in {self.root}", hint=f"add it with `devsecrets set {name}`"
+            ) from e
+        doc = sopsfile.parse(text, str(path))
+        if doc.name != name:
+            raise IntegrityError(
+                f"integrity check failed for {path}: it holds secret {doc.name!r}, not {name!r} "
+                "(renamed or swapped?)"
+            )
+        return doc
+
+    def _open(self, name: str, identities: Identities) -> _Opened:
+        doc = self._load(name)
+        where = self._where(name)
+        key = age.unwrap(doc.age, identities.require().keys)
+        if key is None:
+            raise DecryptError(
+                f"none of your identities can open {where}; its recipients: "
+                f"{', '.join(self._member_names(doc)) or 'none'}",
+                hint="ask one of them to run `devsecrets recipients add YOU KEY`",
+            )
+        leaf = None if doc.value == "" else cipher.parse_leaf(doc.value, where)
+        plaintext = b"" if leaf is None else cipher.decrypt(key, leaf, f"{name}:".encode(), where)
+        stored_mac = cipher.parse_leaf(doc.mac, where + " (mac)")
+        mac = cipher.decrypt(key, stored_mac, doc.lastmodified.encode(), where)
+        if not cipher.macs_equal(mac.decode(errors="replace"), cipher.mac_hex([plaintext])):
+            raise IntegrityError(f"integrity check failed for {where}: MAC mismatch")
+        return _Opened(doc=doc, key=key, plaintext=plaintext, leaf=leaf)
+
+    def read(self, name: str, identities: Identities) -> Secret:
+        opened = self._open(name, identities)
+        leaf_type = opened.leaf.type if opened.leaf else "str"
+        return Secret(name, _as_extracted(opened.plaintext, leaf_type))
+
+    def info(self, name: str) -> SecretInfo:
+        doc = self._load(name)
+        size = 0 if doc.value == "" else len(cipher.parse_leaf(doc.value, self._where(name)).data)
+        wanted = set(self.recipients().values())
+        return SecretInfo(
+            name=name,
+            size=size,
+            lastmodified=doc.lastmodified,
+            recipients=tuple(self._member_names(doc)),
+            stale={s.recipient for s in doc.age} != wanted,
+        )
+
+    def _member_names(self, doc: SopsDocument) -> list[str]:
+        by_key = {v: k for k, v in self.recipients().items()}
+        return [by_key.get(s.recipient, s.recipient[:16] + "…") for s in doc.age]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, name: str, value: bytes, identities: Identities) -> bool:
+        """Store `value` under `name`. Returns False when nothing had to change."""
+        validate_name(name)
+        validate_size(value)
+        with self.lock():
+            return self._write_locked(name, value, identities, rotate=False)
+
+    def _write_locked(
+        self, name: str, value: bytes, identities: Identities, *, rotate: bool
+    ) -> bool:
+        wanted = list(self.recipients().values())
+        if not wanted:
+            raise RecipientError(
+                f"{self.root / RECIPIENTS_FILE} lists no recipients",
+                hint="add one with `devsecrets recipients add NAME KEY`",
+            )
+        old: _Opened | None = None
+        if self.path_for(name).exists():
+            old = self._open(name, identities)
+        if old is not None and not rotate:
+            have = [s.recipient for s in old.doc.age]
+            same_type = old.leaf is None or old.leaf.type == "str"
+            if old.plaintext == value and same_type and have == wanted:
+                return False
+            if set(have) <= set(wanted):
+                key = old.key  # keep the data key: only the changed lines show in git diff
+                kept = {s.recipient: s for s in old.doc.age}
+                stanzas = [kept.get(r) or age.wrap(key, r) for r in wanted]
+            else:  # someone left: they must not be able to read what is written from now on
+                key, stanzas = _fresh_key(wanted)
+        else:
+            key, stanzas = _fresh_key(wanted)
+        reuse_iv = (
+            old is not None
+            and old.key == key
+            and old.leaf is not None
+            and old.leaf.type == "str"
+            and old.plaintext == value
+        )
+        iv = old.leaf.iv if reuse_iv and old and old.leaf else None
+        aad = f"{name}:".encode()
+        encrypted = "" if value == b"" else cipher.format_leaf(cipher.encrypt(key, value, aad, iv))
+        now = sopsfile.format_time(datetime.now(UTC))
+        mac = cipher.encrypt(key, cipher.mac_hex([value]).encode(), now.encode())
+        doc = SopsDocument(
+            name=name,
+            value=encrypted,
+            age=tuple(stanzas),
+            lastmodified=now,
+            mac=cipher.format_leaf(mac),
+            version=sopsfile.newer_version(old.doc.version if old else ""),
+        )
+        _atomic_write(self.path_for(name), sopsfile.emit(doc))
+        return True
+
+    def remove(self, name: str) -> None:
+        path = self.path_for(name)
+        with self.lock():
+            if not path.exists():
+                raise SecretNotFoundError(f"no secret {name!r} in {self.root}")
+            path.unlink()
+            _fsync_dir(self.root)
+
+    # -- recipients ----------------------------------------------------------------------
+
+    def add_recipient(
+        self, member: str, key: str, identities: Identities, progress: Progress | None = None
+    ) -> int:
+        """Add a member and wrap every file's data key for them. Returns files touched."""
+        _validate_member(member)
+        age.parse_recipient(key)
+        with self.lock():
+            members = self.recipients()
+            if member in members:
+                raise RecipientError(f"recipient {member!r} already exists")
+            if key.strip() in members.values():
+                raise RecipientError("that key is already a recipient")
+            self._save_recipients({**members, member: key.strip()})
+            return self._rewrite_all(identities, rotate=False, progress=progress)
+
+    def remove_recipient(
+        self, member: str, identities: Identities, progress: Progress | None = None
+    ) -> int:
+        """Remove a member and rotate every data key, so they cannot read later writes."""
+        with self.lock():
+            members = self.recipients()
+            if member not in members:
+                raise RecipientError(f"no recipient {member!r}; see `devsecrets recipients ls`")
+            if len(members) == 1:
+                raise RecipientError("cannot remove the last recipient: nobody could read the store")
+            # Decrypt everything first, so a file we cannot open stops us before anything changes.
+            values = {n: self._open(n, identities).plaintext for n in self.names()}
+            del members[member]
+            self._save_recipients(members)
+            return self._rewrite(values, identities, rotate=True, progress=progress)
+
+    def rekey(self, identities: Identities, progress: Progress | None = None) -> int:
+        with self.lock():
+            return self._rewrite_all(identities, rotate=True, progress=progress)
+
+    def _rewrite_all(
+        self, identities: Identities, *, rotate: bool, progress: Progress | None
+    ) -> int:
+        values = {n: self._open(n, identities).plaintext for n in self.names()}
+        return self._rewrite(values, identities, rotate=rotate, progress=progress)
+
+    def _rewrite(
+        self,
+        values: Mapping[str, bytes],
+        identities: Identities,
+        *,
+        rotate: bool,
+        progress: Progress | None,
+    ) -> int:
+        touched = 0
+        for done, (name, value) in enumerate(values.items(), start=1):
+            touched += self._write_locked(name, value, identities, rotate=rotate)
+            if progress:
+                progress(done, len(values))
+        return touched
+
+    def _save_recipients(self, members: Mapping[str, str]) -> None:
+        _atomic_write(self.root / RECIPIENTS_FILE, _emit_recipients(members))
+
+
+Progress = Callable[[int, int], None]
+
+
+def _validate_member(member: str) -> None:
+    if not _MEMBER.match(member):
+        raise UsageProblem(f"invalid recipient name {member!r}", hint="use letters, digits, . _ @ -")
+
+
+def _fresh_key(recipients: list[str]) -> tuple[bytes, list[AgeStanza]]:
+    key = _random.token_bytes(cipher.DATA_KEY_SIZE)
+    return key, [age.wrap(key, r) for r in recipients]
+
+
+def _as_extracted(plaintext: bytes, leaf_type: str) -> bytes:
+    """What `sops decrypt --extract` prints: str raw, other types as YAML plus a newline."""
+    if leaf_type in ("str", "bytes"):
+        return plaintext
+    if leaf_type == "bool":
+        return plaintext.lower() + b"\n"
+    return plaintext + b"\n"
+
+
+def _emit_recipients(members: Mapping[str, str]) -> bytes:
+    lines = [
+        "# Who can read this store: member name -> age (age1...) or ssh-ed25519 public key.",
+        "# Change it with `devsecrets recipients add|rm`, which re-encrypts the store.",
+    ]
+    lines += [f"{name}: {sopsfile.yaml_scalar(key)}" for name, key in members.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{_random.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

