@@ -58,21 +58,43 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
-        subprocess.run([devsecrets_script(), "--store", f"{tmp}/.devsecrets", "init"],
-                       env=env, check=True, capture_output=True, cwd=tmp)
+        subprocess.run(
+            [devsecrets_script(), "--store", f"{tmp}/.devsecrets", "init"],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=tmp,
+        )
         value = os.urandom(24).hex().encode()
-        subprocess.run([devsecrets_script(), "--store", f"{tmp}/.devsecrets", "set", "db_password"],
-                       env=env, input=value, check=True, capture_output=True)
+        subprocess.run(
+            [devsecrets_script(), "--store", f"{tmp}/.devsecrets", "set", "db_password"],
+            env=env,
+            input=value,
+            check=True,
+            capture_output=True,
+        )
         store_file = f"{tmp}/.devsecrets/db_password.sops.yaml"
         commands = {
-            "devsecrets get": ([devsecrets_script(), "--store", f"{tmp}/.devsecrets", "get", "db_password"], value),
-            "sops decrypt --extract": ([real_sops(), "--disable-version-check", "decrypt", "--extract",
-                                        '["db_password"]', store_file], value),
+            "devsecrets get": (
+                [devsecrets_script(), "--store", f"{tmp}/.devsecrets", "get", "db_password"],
+                value,
+            ),
+            "sops decrypt --extract": (
+                [
+                    real_sops(),
+                    "--disable-version-check",
+                    "decrypt",
+                    "--extract",
+                    '["db_password"]',
+                    store_file,
+                ],
+                value,
+            ),
             "python3 -c pass (floor)": ([sys.executable, "-c", "pass"], None),
             "python3 -S -c pass (floor)": ([sys.executable, "-S", "-c", "pass"], None),
         }
         samples: dict[str, list[float]] = {name: [] for name in commands}
-        for name, (argv, expect) in commands.items():  # warm-up, and check both print the value
+        for argv, expect in commands.values():  # warm-up, and check both print the value
             timed(argv, env, expect)
         for _ in range(args.runs):
             for name, (argv, expect) in commands.items():

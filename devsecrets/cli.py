@@ -84,9 +84,9 @@ def init(app: App, member: str | None) -> None:
     Creates an age identity at sops' default location if you have none (never overwrites one).
     Safe to run again.
     """
+    from devsecrets.errors import StoreNotFoundError
     from devsecrets.keys import create_key_file, default_key_file
     from devsecrets.store import STORE_DIR, find_store, init_store
-    from devsecrets.errors import StoreNotFoundError
 
     identities = app.identities()
     if identities.public:
@@ -145,7 +145,9 @@ def set_(
     elif from_file:
         value = from_file.read_bytes()
     elif sys.stdin.isatty():
-        value = click.prompt(f"value for {name}", hide_input=True, confirmation_prompt=True).encode()
+        value = click.prompt(
+            f"value for {name}", hide_input=True, confirmation_prompt=True
+        ).encode()
     else:
         value = sys.stdin.buffer.read()
     changed = app.store().write(name, value, app.identities())
@@ -325,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception:  # noqa: BLE001 - last resort: a bug, shown as one
         traceback.print_exc()
-        click.echo("devsecrets: internal error, please report it with the traceback above", err=True)
+        click.echo(
+            "devsecrets: internal error, please report it with the traceback above", err=True
+        )
         return 3
     return result if isinstance(result, int) else 0

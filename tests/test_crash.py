@@ -15,7 +15,7 @@ def test_sigkill_during_set_never_corrupts_the_store(alice: User):
     assert alice.run("set", "x", input=old).exit_code == 0
     env = alice.subprocess_env()
     argv = [*devsecrets_cmd(), "--store", str(alice.store), "set", "x"]
-    rng = random.Random(1234)  # fixed seed: a failure can be replayed
+    rng = random.Random(1234)  # noqa: S311 - timing jitter, not crypto  # fixed seed: a failure can be replayed
     current = {old}
     for attempt in range(25):
         value = new if attempt % 2 else old
@@ -33,7 +33,10 @@ def test_sigkill_during_set_never_corrupts_the_store(alice: User):
     # a killed writer may leave a hidden temp file (gitignored); the next writer removes it
     assert alice.run("set", "x", input=b"final").exit_code == 0
     assert {p.name for p in alice.store.iterdir()} == {
-        "x.sops.yaml", "recipients.yaml", ".gitignore", ".lock",
+        "x.sops.yaml",
+        "recipients.yaml",
+        ".gitignore",
+        ".lock",
     }
 
 

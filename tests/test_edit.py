@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import User, devsecrets_cmd
+
 from devsecrets.tmpfs import filesystem_type
 
 CANARY = b"canary-edit-91c2"
@@ -37,17 +37,18 @@ def logged(tmp_path: Path) -> list[str]:
 
 def test_edit_changes_the_value_via_a_tmpfs_copy(alice: User, tmp_path: Path):
     alice.run("set", "db_password", input=b"old")
-    result = alice.run("edit", "db_password", env=editor(tmp_path, "printf new > \"$1\""))
+    result = alice.run("edit", "db_password", env=editor(tmp_path, 'printf new > "$1"'))
     assert result.exit_code == 0, result.stderr
     assert alice.run("get", "db_password").stdout == b"new"
     path, mode, fstype = logged(tmp_path)[:3]
     assert mode == "600"
     assert fstype in ("tmpfs", "ramfs")
-    assert not Path(path).exists() and not Path(path).parent.exists()
+    assert not Path(path).exists()
+    assert not Path(path).parent.exists()
 
 
 def test_edit_creates_a_new_secret(alice: User, tmp_path: Path):
-    result = alice.run("edit", "fresh", env=editor(tmp_path, "printf created > \"$1\""))
+    result = alice.run("edit", "fresh", env=editor(tmp_path, 'printf created > "$1"'))
     assert result.exit_code == 0, result.stderr
     assert alice.run("get", "fresh").stdout == b"created"
 
@@ -64,7 +65,7 @@ def test_unchanged_content_writes_nothing(alice: User, tmp_path: Path):
 
 def test_editor_failure_stores_nothing_and_removes_the_copy(alice: User, tmp_path: Path):
     alice.run("set", "x", input=b"keep")
-    result = alice.run("edit", "x", env=editor(tmp_path, "printf changed > \"$1\"; exit 3"))
+    result = alice.run("edit", "x", env=editor(tmp_path, 'printf changed > "$1"; exit 3'))
     assert result.exit_code == 1
     assert "editor exited with code 3" in result.stderr
     assert alice.run("get", "x").stdout == b"keep"
@@ -73,7 +74,7 @@ def test_editor_failure_stores_nothing_and_removes_the_copy(alice: User, tmp_pat
 
 def test_empty_result_asks_and_aborts_by_default(alice: User, tmp_path: Path):
     alice.run("set", "x", input=b"keep")
-    env = editor(tmp_path, ": > \"$1\"")
+    env = editor(tmp_path, ': > "$1"')
     result = alice.run("edit", "x", env=env, input=b"n\n")
     assert result.exit_code == 1
     assert "store an empty value?" in result.stderr + result.out
@@ -88,7 +89,9 @@ def test_sigterm_while_editing_removes_the_copy(alice: User, tmp_path: Path):
     env = {**alice.subprocess_env(), **editor(tmp_path, "exec sleep 30")}
     proc = subprocess.Popen(
         [*devsecrets_cmd(), "--store", str(alice.store), "edit", "x"],
-        env=env, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
     log = tmp_path / "editor.log"
     deadline = time.monotonic() + 20
@@ -100,7 +103,8 @@ def test_sigterm_while_editing_removes_the_copy(alice: User, tmp_path: Path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode != 0
-    assert not copy.exists() and not copy.parent.exists()
+    assert not copy.exists()
+    assert not copy.parent.exists()
     assert CANARY not in err
 
 
@@ -109,7 +113,7 @@ def test_a_disk_backed_runtime_dir_is_passed_over_for_tmpfs(alice: User, tmp_pat
     disk.mkdir()
     if filesystem_type(disk) in ("tmpfs", "ramfs"):
         pytest.skip("tmp_path is itself on tmpfs here")
-    env = {**editor(tmp_path, "printf v > \"$1\""), "XDG_RUNTIME_DIR": str(disk)}
+    env = {**editor(tmp_path, 'printf v > "$1"'), "XDG_RUNTIME_DIR": str(disk)}
     result = alice.run("edit", "x", env={**env, "DEVSECRETS_RUNTIME_DIR": str(disk / "rt")})
     assert result.exit_code == 0  # /dev/shm is still there and is used
     assert logged(tmp_path)[2] in ("tmpfs", "ramfs")
@@ -124,10 +128,13 @@ def test_core_refuses_disk_without_opt_in(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(TmpfsError, match="no tmpfs for plaintext"):
         tmpfs.private_root(env)
     chosen = tmpfs.private_root(env, allow_disk=True)
-    assert chosen.is_relative_to(tmp_path) and oct(chosen.stat().st_mode)[-3:] == "700"
+    assert chosen.is_relative_to(tmp_path)
+    assert oct(chosen.stat().st_mode)[-3:] == "700"
 
 
 def test_python_dash_m_help_runs():
-    result = subprocess.run([sys.executable, "-m", "devsecrets", "--help"], capture_output=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "devsecrets", "--help"], capture_output=True, check=False
+    )
     assert result.returncode == 0
     assert b"Usage: devsecrets" in result.stdout

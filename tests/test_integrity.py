@@ -6,10 +6,9 @@ import base64
 import re
 
 import pytest
+from conftest import User
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import User
 
 CANARY = b"canary-integrity-5d1b"
 
@@ -87,7 +86,9 @@ def test_an_extra_key_is_refused(stored: User):
 
 def test_plaintext_value_is_refused(stored: User):
     path = stored.store / "db_password.sops.yaml"
-    path.write_text(re.sub(r"^db_password: .*$", "db_password: plain", path.read_text(), flags=re.M))
+    path.write_text(
+        re.sub(r"^db_password: .*$", "db_password: plain", path.read_text(), flags=re.M)
+    )
     assert_fails_closed(stored, "db_password", "not encrypted")
 
 
@@ -98,7 +99,9 @@ def test_non_sops_files_are_refused(stored: User):
         assert_fails_closed(stored, "db_password")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(cut=st.integers(min_value=0, max_value=2000))
 def test_truncated_files_never_yield_bytes(stored: User, cut: int):
     path = stored.store / "db_password.sops.yaml"
@@ -115,7 +118,9 @@ def test_truncated_files_never_yield_bytes(stored: User, cut: int):
         path.write_bytes(full)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(position=st.integers(min_value=0), byte=st.integers(min_value=0, max_value=255))
 def test_any_single_byte_change_gives_the_value_or_an_error(stored: User, position: int, byte: int):
     """Adversarial edits: the reader returns the exact value or fails; never other bytes."""

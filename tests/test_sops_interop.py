@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import User, run_sops
 
 pytestmark = pytest.mark.sops
@@ -14,7 +13,9 @@ BINARY = bytes(range(256)) + b"\n\n"
 
 
 @pytest.mark.parametrize(
-    "value", [b"hunter2", b"line1\nline2\n", BINARY, b"x" * 100_000, b""], ids=["short", "lines", "binary", "large", "empty"]
+    "value",
+    [b"hunter2", b"line1\nline2\n", BINARY, b"x" * 100_000, b""],
+    ids=["short", "lines", "binary", "large", "empty"],
 )
 def test_sops_decrypts_what_devsecrets_writes(alice: User, value: bytes):
     alice.run("set", "db_password", input=value)
@@ -29,8 +30,15 @@ def test_sops_decrypts_what_devsecrets_writes(alice: User, value: bytes):
 def test_devsecrets_reads_what_sops_encrypts(alice: User, tmp_path):
     plain = tmp_path / "api_token.sops.yaml"
     plain.write_text('api_token: "from-sops-é"\n')
-    result = run_sops(alice, "encrypt", "--age", alice.public_key(), "--output",
-                      str(alice.store / "api_token.sops.yaml"), str(plain))
+    result = run_sops(
+        alice,
+        "encrypt",
+        "--age",
+        alice.public_key(),
+        "--output",
+        str(alice.store / "api_token.sops.yaml"),
+        str(plain),
+    )
     assert result.returncode == 0, result.stderr.decode()
     got = alice.run("get", "api_token")
     assert got.exit_code == 0, got.stderr
@@ -41,7 +49,12 @@ def test_sops_typed_values_read_as_sops_extract_prints_them(alice: User, tmp_pat
     plain = tmp_path / "port.sops.yaml"
     plain.write_text("port: 5432\n")
     out = alice.store / "port.sops.yaml"
-    assert run_sops(alice, "encrypt", "--age", alice.public_key(), "--output", str(out), str(plain)).returncode == 0
+    assert (
+        run_sops(
+            alice, "encrypt", "--age", alice.public_key(), "--output", str(out), str(plain)
+        ).returncode
+        == 0
+    )
     expected = run_sops(alice, "decrypt", "--extract", '["port"]', str(out)).stdout
     assert expected == b"5432\n"
     assert alice.run("get", "port").stdout == expected
@@ -61,7 +74,9 @@ def test_sops_edit_keeps_the_ciphertext_of_an_unchanged_value(alice: User, bob, 
     path = alice.store / "db_password.sops.yaml"
     before = path.read_text().splitlines()[0]
     editor = tmp_path / "touch-nothing.sh"
-    editor.write_text("#!/bin/sh\nprintf '\\n# note\\n' >> \"$1\"\n")  # a change sops must re-encrypt
+    editor.write_text(
+        "#!/bin/sh\nprintf '\\n# note\\n' >> \"$1\"\n"
+    )  # a change sops must re-encrypt
     editor.chmod(0o755)
     env_editor = {"EDITOR": str(editor)}
     result = run_sops(alice.with_env(env_editor), "edit", str(path))

@@ -6,10 +6,10 @@ import json
 import stat
 
 import pytest
+from conftest import User, make_user
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import User, make_user
 from devsecrets.keys import find_identities
 from devsecrets.store import MAX_VALUE_SIZE, Store, find_store
 
@@ -53,7 +53,9 @@ def test_set_get_roundtrip_exact_bytes(alice: User):
     assert result.stdout == value
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=st.binary(min_size=0, max_size=2048))
 def test_any_bytes_roundtrip_through_the_core(alice: User, value: bytes):
     store = Store(alice.store)
@@ -120,7 +122,9 @@ def test_rm(alice: User):
     assert "no secret 'x'" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["", "-lead", "trail-", "a" * 65, "sp ace", "../up", "x_unencrypted"])
+@pytest.mark.parametrize(
+    "name", ["", "-lead", "trail-", "a" * 65, "sp ace", "../up", "x_unencrypted"]
+)
 def test_invalid_names_are_refused(alice: User, name: str):
     result = alice.run("set", "--", name, input=b"v")
     assert result.exit_code == 2
@@ -142,7 +146,8 @@ def test_no_identity_says_where_it_looked(alice: User):
     assert result.exit_code == 1
     assert result.stdout == b""
     assert "no age identity found; looked in" in result.stderr
-    assert "SOPS_AGE_KEY_FILE" in result.stderr and "keys.txt" in result.stderr
+    assert "SOPS_AGE_KEY_FILE" in result.stderr
+    assert "keys.txt" in result.stderr
     assert "hint:" in result.stderr
 
 
@@ -178,7 +183,8 @@ def test_added_recipient_can_read(alice: User, bob: User):
     assert result.exit_code == 0, result.stderr
     assert bob.run("get", "x").stdout == b"shared"
     listing = alice.run("recipients", "ls").out
-    assert "alice" in listing and bob.public_key() in listing
+    assert "alice" in listing
+    assert bob.public_key() in listing
 
 
 def test_removed_recipient_cannot_read_anything_written_afterwards(alice: User, bob: User):
@@ -237,7 +243,9 @@ def test_rekey_rotates_every_data_key(alice: User):
     ids = find_identities(alice.env_for_core()).keys
 
     def data_key(name):
-        return age.unwrap(sopsfile.parse((alice.store / f"{name}.sops.yaml").read_bytes(), name).age, ids)
+        return age.unwrap(
+            sopsfile.parse((alice.store / f"{name}.sops.yaml").read_bytes(), name).age, ids
+        )
 
     before = {n: data_key(n) for n in "ab"}
     assert alice.run("rekey").exit_code == 0

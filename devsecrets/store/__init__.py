@@ -71,7 +71,8 @@ def validate_name(name: str) -> str:
     if not _NAME.match(name):
         raise UsageProblem(
             f"invalid secret name {name!r}",
-            hint="use 1-64 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (Swarm's rule)",
+            hint="use 1-64 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (Swarm's rule)",
         )
     if name.endswith("_unencrypted"):
         raise UsageProblem(
@@ -326,7 +327,9 @@ class Store:
             if member not in members:
                 raise RecipientError(f"no recipient {member!r}; see `devsecrets recipients ls`")
             if len(members) == 1:
-                raise RecipientError("cannot remove the last recipient: nobody could read the store")
+                raise RecipientError(
+                    "cannot remove the last recipient: nobody could read the store"
+                )
             # Decrypt everything first, so a file we cannot open stops us before anything changes.
             values = {n: self._open(n, identities).plaintext for n in self.names()}
             del members[member]
@@ -367,7 +370,9 @@ Progress = Callable[[int, int], None]
 
 def _validate_member(member: str) -> None:
     if not _MEMBER.match(member):
-        raise UsageProblem(f"invalid recipient name {member!r}", hint="use letters, digits, . _ @ -")
+        raise UsageProblem(
+            f"invalid recipient name {member!r}", hint="use letters, digits, . _ @ -"
+        )
 
 
 def _fresh_key(recipients: list[str]) -> tuple[bytes, list[AgeStanza]]:

@@ -1,4 +1,4 @@
-"""AES-256-GCM leaves and the MAC, exactly as sops 3.11 writes them (shared/SOPS-FORMAT.md §1.2-1.6).
+"""AES-256-GCM leaves and the MAC, exactly as sops 3.11 writes them (SOPS-FORMAT.md §1.2-1.6).
 
 Input: a 32-byte data key and plaintext bytes. Output: `ENC[AES256_GCM,...]` strings.
 Never writes crypto by hand: AES-GCM is `cryptography`'s.
@@ -67,7 +67,9 @@ def decrypt(key: bytes, leaf: Leaf, aad: bytes, where: str) -> bytes:
     try:
         return AESGCM(key).decrypt(leaf.iv, leaf.data + leaf.tag, aad)
     except (InvalidTag, ValueError) as e:
-        raise IntegrityError(f"integrity check failed for {where}: value does not authenticate") from e
+        raise IntegrityError(
+            f"integrity check failed for {where}: value does not authenticate"
+        ) from e
 
 
 def mac_hex(values: list[bytes]) -> str:

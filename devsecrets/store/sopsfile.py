@@ -52,17 +52,22 @@ def parse(text: bytes, where: str) -> SopsDocument:
     except yaml.YAMLError as e:
         raise IntegrityError(f"integrity check failed for {where}: not a SOPS YAML file") from e
     if not isinstance(tree, dict) or not isinstance(tree.get("sops"), dict):
-        raise IntegrityError(f"integrity check failed for {where}: not a SOPS file (no sops metadata)")
+        raise IntegrityError(
+            f"integrity check failed for {where}: not a SOPS file (no sops metadata)"
+        )
     meta: dict[str, Any] = tree["sops"]
     keys = [k for k in tree if k != "sops"]
     if len(keys) != 1:
         raise IntegrityError(
-            f"integrity check failed for {where}: expected exactly one secret, found {len(keys)} keys"
+            f"integrity check failed for {where}: "
+            f"expected exactly one secret, found {len(keys)} keys"
         )
     name = keys[0]
     value = tree[name]
     if not isinstance(value, str):
-        raise IntegrityError(f"integrity check failed for {where}: the value is not a single string")
+        raise IntegrityError(
+            f"integrity check failed for {where}: the value is not a single string"
+        )
     if "key_groups" in meta or "shamir_threshold" in meta:
         raise IntegrityError(
             f"{where} uses sops key groups (Shamir), which devsecrets does not support"
