@@ -269,6 +269,136 @@ def rekey(app: App) -> None:
     _say(f"rekeyed {touched} secret(s)")
 
 
+# -- running the stack ------------------------------------------------------------------------
+
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def compose_options(command: Any) -> Any:
+    """compose's global flags, accepted where compose accepts them, passed on unchanged."""
+    options = [
+        click.option(
+            "-f", "--file", "files", multiple=True, help="Compose/stack file (repeatable)."
+        ),
+        click.option("-p", "--project-name", help="Project name."),
+        click.option(
+            "--profile", "profiles", multiple=True, help="Profile to enable (repeatable)."
+        ),
+        click.option("--env-file", "env_files", multiple=True, help="Alternate env file."),
+        click.option("--project-directory", help="Alternate working directory."),
+        click.option(
+            "--allow-disk", is_flag=True, help="Allow plaintext on disk when there is no tmpfs."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _options(kwargs: dict[str, Any]) -> Any:
+    from devsecrets.compose import ComposeOptions
+
+    return ComposeOptions(
+        files=tuple(kwargs["files"]),
+        project_name=kwargs["project_name"],
+        profiles=tuple(kwargs["profiles"]),
+        env_files=tuple(kwargs["env_files"]),
+        project_directory=kwargs["project_directory"],
+    )
+
+
+def _prepare(app: App, kwargs: dict[str, Any]) -> Any:
+    from devsecrets.session import prepare
+
+    return prepare(
+        _options(kwargs),
+        app.cwd,
+        app.env,
+        app.store,
+        app.identities,
+        allow_disk=kwargs["allow_disk"],
+        warn=lambda line: _say(f"devsecrets: warning: {line}"),
+    )
+
+
+@cli.command(context_settings=PASSTHROUGH)
+@compose_options
+@click.argument("compose_args", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def up(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
+    """docker compose up, with every secret mounted as Swarm would mount it.
+
+    Each service sees exactly its secrets at /run/secrets/<target> (or its absolute target),
+    read-only, from tmpfs, with the stack's uid/gid/mode. Every other argument goes to
+    `docker compose up`. In the foreground the secrets are wiped when compose exits;
+    with -d they stay until `devsecrets down`.
+
+    \b
+    Examples:
+      devsecrets up
+      devsecrets up -d --build api
+      devsecrets up -f docker-stack.yml -p shop
+    """
+    from devsecrets.session import up as run_up
+
+    session = _prepare(app, kwargs)
+    _say(f"devsecrets: {_summary(session)}")
+    return int(run_up(session, compose_args))
+
+
+@cli.command(context_settings=PASSTHROUGH)
+@compose_options
+@click.argument("compose_args", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def down(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
+    """docker compose down, then wipe the project's secrets from tmpfs."""
+    from devsecrets.session import down as run_down
+
+    return int(
+        run_down(_options(kwargs), app.cwd, app.env, compose_args, allow_disk=kwargs["allow_disk"])
+    )
+
+
+@cli.command()
+@compose_options
+@click.option("--stdout", "to_stdout", is_flag=True, help="Print the override instead of its path.")
+@pass_app
+def render(app: App, /, to_stdout: bool, **kwargs: Any) -> None:
+    """Materialize the secrets and write the compose override; print its path.
+
+    The override holds paths only. Use it with plain compose:
+    docker compose -f stack.yml -f "$(devsecrets render)" up. The secrets stay on tmpfs until
+    `devsecrets down`.
+    """
+    session = _prepare(app, kwargs)
+    if to_stdout:
+        click.echo(session.override.read_text(), nl=False)
+    else:
+        click.echo(str(session.override))
+
+
+@cli.command("compose", context_settings={**PASSTHROUGH, "allow_interspersed_args": False})
+@compose_options
+@click.argument("compose_args", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_app
+def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
+    """Any other docker compose command with the override applied (ps, logs, exec, restart…).
+
+    devsecrets' own flags (-f, -p, …) go before the compose command:
+    devsecrets compose -f stack.yml logs -f api
+    """
+    from devsecrets import compose
+
+    session = _prepare(app, kwargs)
+    return compose.run(session.argv(compose_args), app.env, app.cwd)
+
+
+def _summary(session: Any) -> str:
+    count = sum(len(s.files) for s in session.layout.services)
+    services = ", ".join(s.service for s in session.layout.services) or "none"
+    return f"{count} secret mount(s) for {services} in {session.project_dir}"
+
+
 # -- plumbing --------------------------------------------------------------------------------
 
 

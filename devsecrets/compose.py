@@ -1,0 +1,240 @@
+"""Find and run docker compose; rebuild its file list; read its resolved model.
+
+Input: the user's compose flags and environment. Output: `Compose` (how to call it) and
+`ComposeProject` (the exact flags, with the file list made explicit so an override can be
+appended last). `build_argv` is pure; `run` passes compose's own exit code through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devsecrets.errors import ComposeError, StackError
+
+# `!override` arrived in compose 2.24.4 (compose-go PR #552); it is how the override replaces
+# an `external: true` declaration instead of merging into it.
+MIN_VERSION = (2, 24, 4)
+COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+OVERRIDE_NAMES = (
+    "compose.override.yml",
+    "compose.override.yaml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+)
+# Not found by compose itself, but what `docker stack deploy -c` users name their file.
+STACK_NAMES = ("docker-stack.yml", "docker-stack.yaml", "stack.yml", "stack.yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Compose:
+    argv: tuple[str, ...]  # ("docker", "compose") or ("docker-compose",)
+    version: tuple[int, int, int]
+    uses_docker_cli: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeOptions:
+    """compose's global flags as the user gave them to devsecrets."""
+
+    files: tuple[str, ...] = ()
+    project_name: str | None = None
+    profiles: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
+    project_directory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeProject:
+    compose: Compose
+    global_flags: tuple[str, ...]  # with every file made explicit
+    files: tuple[Path, ...]
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def find_compose(env: Mapping[str, str]) -> Compose:
+    """DEVSECRETS_COMPOSE, else the `docker compose` plugin, else a standalone v2 docker-compose."""
+    candidates: list[list[str]] = []
+    if env.get("DEVSECRETS_COMPOSE"):
+        candidates.append(shlex.split(env["DEVSECRETS_COMPOSE"]))
+    if shutil.which("docker", path=env.get("PATH")):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose", path=env.get("PATH")):
+        candidates.append(["docker-compose"])
+    too_old = None
+    for argv in candidates:
+        version = _version_of(argv, env)
+        if version is None:
+            continue
+        if version < MIN_VERSION:
+            too_old = (argv, version)
+            continue
+        return Compose(tuple(argv), version, argv[:2] == ["docker", "compose"])
+    if too_old:
+        found = ".".join(map(str, too_old[1]))
+        raise ComposeError(
+            f"{' '.join(too_old[0])} is version {found}; devsecrets needs compose >= 2.24.4",
+            hint="upgrade Docker Compose (it needs `!override` in override files)",
+        )
+    raise ComposeError(
+        "docker compose v2 not found",
+        hint="install the Docker Compose plugin, or set DEVSECRETS_COMPOSE to its command",
+    )
+
+
+def _version_of(argv: list[str], env: Mapping[str, str]) -> tuple[int, int, int] | None:
+    try:
+        # Parse the output, never trust the exit code alone: some wrappers always exit 0.
+        out = subprocess.run(
+            [*argv, "version", "--short"], capture_output=True, env=dict(env), timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return parse_version(out.stdout.decode(errors="replace"))
+
+
+def check_engine(compose: Compose, env: Mapping[str, str]) -> None:
+    """One clear line when no Docker engine answers, before anything is written."""
+    if not compose.uses_docker_cli:
+        return
+    out = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        env=dict(env),
+        timeout=60,
+    )
+    if out.returncode != 0:
+        raise ComposeError(
+            "no Docker engine answers (docker version failed)",
+            hint="start Docker, or check DOCKER_HOST / `docker context`",
+        )
+
+
+def resolve_project(
+    compose: Compose, options: ComposeOptions, cwd: Path, env: Mapping[str, str]
+) -> ComposeProject:
+    files = discover_files(options, cwd, env)
+    flags: list[str] = []
+    for path in files:
+        flags += ["-f", str(path)]
+    if options.project_name:
+        flags += ["-p", options.project_name]
+    for profile in options.profiles:
+        flags += ["--profile", profile]
+    for env_file in options.env_files:
+        flags += ["--env-file", env_file]
+    if options.project_directory:
+        flags += ["--project-directory", options.project_directory]
+    return ComposeProject(compose, tuple(flags), tuple(files))
+
+
+def discover_files(options: ComposeOptions, cwd: Path, env: Mapping[str, str]) -> list[Path]:
+    """compose's own order: -f, else COMPOSE_FILE (shell or .env), else the nearest
+    compose.yaml upwards plus its compose.override.yaml; then our docker-stack.yml fallback.
+    An override we add with -f would switch compose's discovery off, so we make it explicit."""
+    base = Path(options.project_directory) if options.project_directory else cwd
+    base = base if base.is_absolute() else cwd / base
+    if options.files:
+        if "-" in options.files:
+            raise StackError("reading the stack from stdin (-f -) is not supported")
+        return [_absolute(f, cwd) for f in options.files]
+    compose_file = env.get("COMPOSE_FILE") or _dotenv(options, base, env).get("COMPOSE_FILE")
+    if compose_file:
+        separator = env.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
+        return [_absolute(f, base) for f in compose_file.split(separator) if f]
+    for directory in (base, *base.parents):
+        found = [directory / n for n in COMPOSE_NAMES if (directory / n).is_file()]
+        if found:
+            overrides = [directory / n for n in OVERRIDE_NAMES if (directory / n).is_file()]
+            return [found[0], *overrides[:1]]
+    stack = [base / n for n in STACK_NAMES if (base / n).is_file()]
+    if stack:
+        return stack[:1]
+    raise StackError(
+        f"no compose or stack file in {base} or its parents",
+        hint="pass -f stack.yml (or set COMPOSE_FILE)",
+    )
+
+
+def _absolute(path: str, base: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def _dotenv(options: ComposeOptions, base: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The KEY=VALUE lines compose reads before it looks for files (quotes stripped)."""
+    if env.get("COMPOSE_DISABLE_ENV_FILE", "").lower() in ("1", "true"):
+        return {}
+    paths = [_absolute(f, base) for f in options.env_files] or [base / ".env"]
+    values: dict[str, str] = {}
+    for path in paths:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, sep, value = line.strip().removeprefix("export ").partition("=")
+            if sep and not key.startswith("#"):
+                values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def build_argv(project: ComposeProject, override: Path | None, command: Sequence[str]) -> list[str]:
+    """compose's argv: the user's files, then ours last, so it wins every merge."""
+    argv = [*project.compose.argv, *project.global_flags]
+    if override is not None:
+        argv += ["-f", str(override)]
+    return [*argv, *command]
+
+
+def load_model(project: ComposeProject, env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+    argv = build_argv(project, None, ["config", "--format", "json"])
+    out = subprocess.run(argv, capture_output=True, env=dict(env), cwd=cwd, timeout=120)
+    if out.returncode != 0:
+        detail = _last_line(out.stderr)
+        raise StackError(f"docker compose cannot read the stack: {detail}")
+    try:
+        model: dict[str, Any] = json.loads(out.stdout)
+    except json.JSONDecodeError as e:
+        raise StackError("docker compose config printed no JSON model") from e
+    return model
+
+
+def validate_override(
+    project: ComposeProject, override: Path, env: Mapping[str, str], cwd: Path
+) -> None:
+    """compose itself checks what we render (DESIGN.md decision 5)."""
+    argv = build_argv(project, override, ["config", "--quiet"])
+    out = subprocess.run(argv, capture_output=True, env=dict(env), cwd=cwd, timeout=120)
+    if out.returncode != 0:
+        raise ComposeError(
+            f"docker compose rejects the rendered override: {_last_line(out.stderr)}",
+            hint="please report this with `devsecrets render --stdout`",
+        )
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no error message"
+
+
+def run(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
+    """Run compose in the foreground and return its exit code."""
+    try:
+        return subprocess.run(list(argv), env=dict(env), cwd=cwd, check=False).returncode
+    except OSError as e:
+        raise ComposeError(f"could not run {argv[0]}: {e.strerror}") from e

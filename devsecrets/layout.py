@@ -1,0 +1,134 @@
+"""Decide where every granted secret lives on the host and how it reaches the container.
+
+Input: `StackModel` and the names the store holds. Output: `Layout` (pure data, no I/O).
+
+Why directories: a single-file bind mount pins the inode, so a file replaced by rename stays
+invisible in the container, and an in-place rewrite can be read half-done (DESIGN.md 7). So each
+service gets its own directory, bound read-only at /run/secrets, holding exactly its secrets;
+an update is a rename inside it, which a reader sees as all-old or all-new. A target outside
+/run/secrets cannot get a directory without hiding the image's files there, so it is a
+single-file bind, and a change to it restarts the service.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from devsecrets.stack import SECRETS_DIR, Grant, SourceKind, StackModel
+
+
+@dataclass(frozen=True, slots=True)
+class MountedFile:
+    grant: Grant
+    store_name: str
+    host_path: str  # relative to the project's runtime directory
+
+    @property
+    def in_secrets_dir(self) -> bool:
+        return self.grant.target.startswith(SECRETS_DIR + "/")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLayout:
+    service: str
+    files: tuple[MountedFile, ...]
+    placeholders: tuple[str, ...]  # mount points for secrets compose still mounts itself
+    kept_refs: tuple[Mapping[str, Any], ...]  # the service's secrets compose keeps handling
+
+    @property
+    def secrets_dir(self) -> str:
+        return f"services/{self.service}/run-secrets"
+
+    @property
+    def binds_secrets_dir(self) -> bool:
+        return any(f.in_secrets_dir for f in self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    project: str
+    services: tuple[ServiceLayout, ...]
+    missing: Mapping[str, tuple[str, ...]]  # store name -> services that need it
+    warnings: tuple[str, ...]
+
+    def store_names(self) -> set[str]:
+        return {f.store_name for s in self.services for f in s.files}
+
+
+def plan(model: StackModel, in_store: Collection[str]) -> Layout:
+    managed: dict[str, str] = {}  # compose key -> store name
+    missing: dict[str, list[str]] = {}
+    warnings: list[str] = []
+    used = {g.source for g in model.grants}
+    for key in sorted(used):
+        source = model.sources[key]
+        if source.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER):
+            managed[key] = source.store_name
+            if source.store_name not in in_store:
+                missing[source.store_name] = []
+        elif source.kind is SourceKind.FILE:
+            if source.store_name in in_store:
+                managed[key] = source.store_name
+            else:
+                warnings.append(
+                    f"secret {key} comes from plaintext file {source.file}; "
+                    f"store it with `devsecrets set {key} --from-file {source.file}`"
+                )
+    for grant in model.grants:
+        store_name = managed.get(grant.source)
+        if store_name in missing:
+            missing[store_name].append(grant.service)
+    services = []
+    for service, refs in model.raw_service_secrets.items():
+        grants = [g for g in model.grants if g.service == service]
+        services.append(_service_layout(service, grants, refs, managed, model, warnings))
+    return Layout(
+        project=model.project,
+        services=tuple(s for s in services if s.files),
+        missing={k: tuple(sorted(set(v))) for k, v in sorted(missing.items())},
+        warnings=tuple(warnings),
+    )
+
+
+def _service_layout(
+    service: str,
+    grants: list[Grant],
+    refs: tuple[Mapping[str, Any], ...],
+    managed: Mapping[str, str],
+    model: StackModel,
+    warnings: list[str],
+) -> ServiceLayout:
+    files: list[MountedFile] = []
+    kept: list[Mapping[str, Any]] = []
+    placeholders: list[str] = []
+    for index, (grant, ref) in enumerate(zip(grants, refs, strict=True)):
+        if grant.source not in managed:
+            kept.append(ref)
+            continue
+        if grant.target.startswith(SECRETS_DIR + "/"):
+            relative = posixpath.relpath(grant.target, SECRETS_DIR)
+            host = f"services/{service}/run-secrets/{relative}"
+        else:
+            host = f"services/{service}/files/{index}/{posixpath.basename(grant.target)}"
+        files.append(MountedFile(grant=grant, store_name=managed[grant.source], host_path=host))
+    if any(f.in_secrets_dir for f in files):
+        for grant in grants:
+            if grant.source in managed or not grant.target.startswith(SECRETS_DIR + "/"):
+                continue
+            # compose mounts this one itself, on top of our read-only directory: it needs a
+            # mount point there. An environment secret is copied in, which a read-only
+            # directory refuses.
+            placeholders.append(posixpath.relpath(grant.target, SECRETS_DIR))
+            if model.sources[grant.source].kind is SourceKind.ENVIRONMENT:
+                warnings.append(
+                    f"service {service}: environment secret {grant.source} cannot be copied "
+                    f"under /run/secrets while devsecrets mounts it; store it with "
+                    f"`devsecrets set {grant.source}`"
+                )
+    volume_targets = model.service_volume_targets.get(service, frozenset())
+    for clash in sorted(volume_targets & ({SECRETS_DIR} | {f.grant.target for f in files})):
+        warnings.append(f"service {service}: a volume at {clash} hides devsecrets' secrets there")
+    return ServiceLayout(service, tuple(files), tuple(placeholders), tuple(kept))

@@ -1,0 +1,75 @@
+"""The compose override: paths only, never values (DESIGN.md decision 5).
+
+Input: `Layout` and the project's runtime directory. Output: an override dict and its YAML.
+Pure. Every string is `$`-escaped because compose interpolates the override too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devsecrets.layout import Layout
+from devsecrets.stack import SECRETS_DIR
+
+
+class Override(list[Any]):
+    """A sequence compose must take as-is instead of merging (`!override`, compose >= 2.24.4)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    Override, lambda dumper, data: dumper.represent_sequence("!override", list(data))
+)
+
+
+def render(layout: Layout, project_dir: Path) -> dict[str, Any]:
+    services: dict[str, Any] = {}
+    for service in layout.services:
+        volumes = []
+        if service.binds_secrets_dir:
+            volumes.append(_bind(project_dir / service.secrets_dir, SECRETS_DIR))
+        for mounted in service.files:
+            if not mounted.in_secrets_dir:
+                volumes.append(_bind(project_dir / mounted.host_path, mounted.grant.target))
+        services[service.service] = {
+            # compose must not mount these itself: `external` ones would fail, and file ones
+            # would land on top of our directory.
+            "secrets": Override(dict(ref) for ref in service.kept_refs),
+            "volumes": volumes,
+        }
+    return {"services": services}
+
+
+def _bind(source: Path, target: str) -> dict[str, Any]:
+    return {
+        "type": "bind",
+        "source": str(source),
+        "target": target,
+        "read_only": True,
+        # a missing source (tmpfs wiped by a reboot) must fail the start, never be created empty
+        "bind": {"create_host_path": False},
+    }
+
+
+def to_yaml(override: dict[str, Any]) -> str:
+    header = "# Rendered by devsecrets: paths only, no secret values. Regenerated on every run.\n"
+    body = yaml.dump(_escape(override), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return header + body
+
+
+def _escape(node: Any) -> Any:
+    if isinstance(node, str):
+        return node.replace("$", "$$")
+    if isinstance(node, Override):
+        return Override(_escape(item) for item in node)
+    if isinstance(node, list):
+        return [_escape(item) for item in node]
+    if isinstance(node, dict):
+        return {key: _escape(value) for key, value in node.items()}
+    return node

@@ -1,0 +1,240 @@
+"""One run against a stack: read it, check the store, materialize, render, run compose.
+
+Input: compose options, cwd, environment, store, identities. Output: `Session` (paths and
+layout) and compose's exit code. Cleans up what it wrote when it fails; never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from devsecrets import compose, materialize
+from devsecrets.errors import ComposeError, DevsecretsError, StoreError, UsageProblem
+from devsecrets.layout import Layout, plan
+from devsecrets.render import render, to_yaml
+from devsecrets.stack import StackModel, read_model
+from devsecrets.tmpfs import private_root
+
+Warn = Callable[[str], None]
+
+
+class MissingSecretsError(StoreError):
+    pass
+
+
+@dataclass(slots=True)
+class Session:
+    project: compose.ComposeProject
+    model: StackModel
+    layout: Layout
+    project_dir: Path
+    override: Path
+    cwd: Path
+    env: Mapping[str, str]
+    created_dir: bool
+    written: list[materialize.Written] = field(default_factory=list)
+
+    def argv(self, command: Sequence[str]) -> list[str]:
+        return compose.build_argv(self.project, self.override, command)
+
+
+def open_project(
+    options: compose.ComposeOptions, cwd: Path, env: Mapping[str, str]
+) -> tuple[compose.ComposeProject, StackModel]:
+    found = compose.find_compose(env)
+    project = compose.resolve_project(found, options, cwd, env)
+    return project, read_model(compose.load_model(project, env, cwd))
+
+
+def prepare(
+    options: compose.ComposeOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    store_factory: Callable[[], Any],
+    identities_factory: Callable[[], Any],
+    *,
+    allow_disk: bool,
+    warn: Warn,
+) -> Session:
+    """Everything before `compose up`: the secrets are on tmpfs and the override is written."""
+    project, model = open_project(options, cwd, env)
+    store = store_factory()
+    layout = plan(model, set(store.names()))
+    if layout.missing:
+        raise _missing_error(layout)
+    for line in layout.warnings:
+        warn(line)
+    identities = identities_factory()
+    values = {name: store.read(name, identities).value for name in sorted(layout.store_names())}
+    for name, value in values.items():
+        if not value:
+            raise UsageProblem(
+                f"secret {name} is empty; Swarm refuses empty secrets",
+                hint=f"give it a value with `devsecrets set {name}`",
+            )
+    compose.check_engine(project.compose, env)
+    root = private_root(env, allow_disk=allow_disk)
+    clean_stale(root, project.compose, env, keep=model.project)
+    project_dir = root / model.project
+    created = not project_dir.exists()
+    try:
+        written = materialize.materialize(project_dir, layout, values)
+        for line in materialize.owner_warnings(layout):
+            warn(line)
+        override = materialize.write_text(
+            project_dir, materialize.OVERRIDE, to_yaml(render(layout, project_dir))
+        )
+        compose.validate_override(project, override, env, cwd)
+    except BaseException:
+        if created:
+            materialize.wipe(project_dir)
+        raise
+    return Session(project, model, layout, project_dir, override, cwd, env, created, written)
+
+
+def _missing_error(layout: Layout) -> MissingSecretsError:
+    names = ", ".join(f"{n} ({', '.join(s)})" for n, s in layout.missing.items())
+    commands = "; ".join(f"devsecrets set {n}" for n in layout.missing)
+    return MissingSecretsError(
+        f"the stack needs {len(layout.missing)} secret(s) the store lacks: {names}",
+        hint=f"add them: {commands}",
+    )
+
+
+def is_detached(args: Sequence[str]) -> bool:
+    for arg in args:
+        if arg in ("-d", "--detach", "--wait") or re.fullmatch(r"-[a-zA-Z]*d[a-zA-Z]*", arg):
+            return True
+        if arg == "--":
+            break
+    return False
+
+
+def up(
+    session: Session,
+    args: Sequence[str],
+    *,
+    while_running: Callable[[Session], Any] | None = None,
+) -> int:
+    """`compose up ARGS` with the override. A foreground run wipes the secrets when it ends."""
+    detached = is_detached(args)
+    materialize.write_state(
+        session.project_dir,
+        {"pid": os.getpid(), "detached": detached, "project": session.model.project},
+    )
+    if detached:
+        code = compose.run(session.argv(["up", *args]), session.env, session.cwd)
+        if code != 0 and session.created_dir:
+            materialize.wipe(session.project_dir)
+        return code
+    try:
+        return run_foreground(session.argv(["up", *args]), session, while_running)
+    finally:
+        materialize.wipe(session.project_dir)
+
+
+def run_foreground(
+    argv: Sequence[str], session: Session, while_running: Callable[[Session], Any] | None
+) -> int:
+    """Run compose as a child; Ctrl-C reaches it through the terminal, SIGTERM we forward.
+
+    We wait for it in every case, so the caller's cleanup runs after compose has stopped."""
+    try:
+        child = subprocess.Popen(list(argv), env=dict(session.env), cwd=session.cwd)
+    except OSError as e:
+        raise ComposeError(f"could not run {argv[0]}: {e.strerror}") from e
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # On a terminal, Ctrl-C already reaches compose (same process group); forwarding it too
+    # would count as a second Ctrl-C, which compose takes as "kill now".
+    on_int = signal.SIG_IGN if sys.stdin.isatty() else forward
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
+    stopper = None
+    try:
+        if while_running is not None:
+            stopper = while_running(session)
+        return child.wait()
+    finally:
+        if stopper is not None:
+            stopper()
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def down(
+    options: compose.ComposeOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    args: Sequence[str],
+    *,
+    allow_disk: bool,
+) -> int:
+    project, model = open_project(options, cwd, env)
+    project_dir = private_root(env, allow_disk=allow_disk) / model.project
+    override = project_dir / materialize.OVERRIDE
+    argv = compose.build_argv(project, override if override.exists() else None, ["down", *args])
+    code = compose.run(argv, env, cwd)
+    if code == 0:
+        materialize.wipe(project_dir)
+    return code
+
+
+def clean_stale(
+    root: Path, found: compose.Compose, env: Mapping[str, str], *, keep: str
+) -> list[str]:
+    """Remove runtime dirs left by a foreground run that was killed, once no container of
+    that project exists any more. Detached stacks keep theirs until `devsecrets down`."""
+    removed = []
+    for project_dir in root.iterdir() if root.exists() else ():
+        if project_dir.name == keep or not project_dir.is_dir():
+            continue
+        state = materialize.read_state(project_dir)
+        if state.get("detached") or _alive(state.get("pid")):
+            continue
+        if _has_containers(project_dir.name, found, env):
+            continue
+        materialize.wipe(project_dir)
+        removed.append(project_dir.name)
+    return removed
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _has_containers(project: str, found: compose.Compose, env: Mapping[str, str]) -> bool:
+    if not found.uses_docker_cli:
+        return True  # cannot ask cheaply: keep it
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        env=dict(env),
+        timeout=60,
+    )
+    return out.returncode != 0 or bool(out.stdout.strip())
+
+
+__all__ = ["DevsecretsError", "Session", "prepare", "up", "down", "clean_stale"]

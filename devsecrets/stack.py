@@ -1,0 +1,125 @@
+"""Read the stack the way compose reads it: `docker compose config --format json` -> grants.
+
+Input: compose's resolved model (a dict). Output: `StackModel` with one `Grant` per
+(service, secret reference) and one `SecretSource` per top-level secret. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from devsecrets.errors import StackError
+
+SECRETS_DIR = "/run/secrets"
+DEFAULT_MODE = 0o444  # Swarm's default and compose's (shared/notes/DOCKER.md §3.2)
+
+
+class SourceKind(Enum):
+    EXTERNAL = "external"  # created with `docker secret create`: the store provides it
+    FILE = "file"  # a plaintext file: the store overrides it when it has the name
+    ENVIRONMENT = "environment"  # compose copies it from the environment: left alone
+    DRIVER = "driver"  # a secret-driver plugin: like external, Swarm-only
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    key: str  # the compose key services refer to
+    kind: SourceKind
+    store_name: str  # what `docker secret create` would have been given
+    file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    service: str
+    source: str
+    target: str  # absolute path inside the container
+    uid: str
+    gid: str
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class StackModel:
+    project: str
+    sources: Mapping[str, SecretSource]
+    grants: tuple[Grant, ...]
+    raw_service_secrets: Mapping[str, tuple[Mapping[str, Any], ...]]
+    service_volume_targets: Mapping[str, frozenset[str]]
+
+
+def read_model(model: Mapping[str, Any]) -> StackModel:
+    """Turn compose's JSON model into grants; StackError on a shape compose would not emit."""
+    project = model.get("name")
+    if not isinstance(project, str) or not project:
+        raise StackError("compose config gave no project name")
+    sources = {key: _source(key, spec) for key, spec in (model.get("secrets") or {}).items()}
+    grants: list[Grant] = []
+    raw: dict[str, tuple[Mapping[str, Any], ...]] = {}
+    volumes: dict[str, frozenset[str]] = {}
+    for service, spec in sorted((model.get("services") or {}).items()):
+        refs = tuple(spec.get("secrets") or ())
+        raw[service] = refs
+        volumes[service] = frozenset(
+            v.get("target", "") for v in spec.get("volumes") or () if isinstance(v, dict)
+        )
+        for ref in refs:
+            grants.append(_grant(service, ref, sources))
+    return StackModel(
+        project=project,
+        sources=sources,
+        grants=tuple(grants),
+        raw_service_secrets=raw,
+        service_volume_targets=volumes,
+    )
+
+
+def _source(key: str, spec: Mapping[str, Any]) -> SecretSource:
+    name = spec.get("name") or key
+    if spec.get("external"):
+        return SecretSource(key, SourceKind.EXTERNAL, name)
+    if spec.get("driver"):
+        return SecretSource(key, SourceKind.DRIVER, name)
+    if spec.get("environment"):
+        return SecretSource(key, SourceKind.ENVIRONMENT, key)
+    if spec.get("file"):
+        # compose names file secrets <project>_<key>; the store entry is the compose key
+        return SecretSource(key, SourceKind.FILE, key, file=spec["file"])
+    raise StackError(f"secret {key!r} has no file, environment or external source")
+
+
+def _grant(service: str, ref: Mapping[str, Any], sources: Mapping[str, SecretSource]) -> Grant:
+    source = str(ref.get("source"))
+    if source not in sources:
+        raise StackError(f"service {service!r} uses secret {source!r}, which is not declared")
+    target = str(ref.get("target") or source)
+    if not target.startswith("/"):
+        target = posixpath.join(SECRETS_DIR, target)  # compose and Swarm: relative = /run/secrets/
+    target = posixpath.normpath(target)
+    return Grant(
+        service=service,
+        source=source,
+        target=target,
+        uid=str(ref.get("uid") or "0"),
+        gid=str(ref.get("gid") or "0"),
+        mode=_mode(ref.get("mode"), service, source),
+    )
+
+
+def _mode(raw: Any, service: str, source: str) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_MODE
+    try:
+        # compose's JSON writes modes as octal strings ("0440"); a bare int is already a value
+        mode = int(raw, 8) if isinstance(raw, str) else int(raw)
+    except ValueError as e:
+        raise StackError(f"service {service!r}: secret {source!r} has bad mode {raw!r}") from e
+    if not 0 <= mode <= 0o777:
+        raise StackError(
+            f"service {service!r}: secret {source!r} has mode {oct(mode)} out of range"
+        )
+    return mode
