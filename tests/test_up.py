@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import User, compose_down, devsecrets, project_name
 
 pytestmark = pytest.mark.docker

@@ -1,0 +1,82 @@
+"""Materializing on tmpfs: modes, owners, atomic replacement, and exact cleanup."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from devsecrets.layout import plan
+from devsecrets.materialize import materialize
+from devsecrets.stack import read_model
+
+MODEL = {
+    "name": "shop",
+    "services": {
+        "api": {
+            "secrets": [
+                {"source": "db", "target": "/run/secrets/db"},
+                {
+                    "source": "tok",
+                    "target": "nested/token",
+                    "uid": "1000",
+                    "gid": "1001",
+                    "mode": "0400",
+                },
+                {"source": "tls", "target": "/etc/app/tls.key", "mode": "0440"},
+            ]
+        },
+    },
+    "secrets": {k: {"external": True} for k in ("db", "tok", "tls")},
+}
+VALUES = {"db": b"one", "tok": b"two", "tls": b"three"}
+
+
+@pytest.fixture
+def layout():
+    return plan(read_model(MODEL), in_store=set(VALUES))
+
+
+def test_files_get_the_grants_mode_and_owner(tmp_path: Path, layout):
+    written = materialize(tmp_path / "shop", layout, VALUES)
+    assert all(w.changed for w in written)
+    base = tmp_path / "shop" / "services" / "api"
+    db = (base / "run-secrets" / "db").stat()
+    assert stat.S_IMODE(db.st_mode) == 0o444
+    if os.geteuid() == 0:
+        assert (db.st_uid, db.st_gid) == (0, 0)
+    token = (base / "run-secrets" / "nested" / "token").stat()
+    assert stat.S_IMODE(token.st_mode) == 0o400
+    if os.geteuid() == 0:
+        assert (token.st_uid, token.st_gid) == (1000, 1001)
+    assert (base / "run-secrets" / "nested" / "token").read_bytes() == b"two"
+    assert stat.S_IMODE((tmp_path / "shop").stat().st_mode) == 0o700
+    assert stat.S_IMODE((base / "run-secrets").stat().st_mode) == 0o755
+    assert list((base / "files").rglob("tls.key"))[0].read_bytes() == b"three"
+
+
+def test_unchanged_values_are_not_rewritten_and_changed_ones_get_a_new_inode(
+    tmp_path: Path, layout
+):
+    materialize(tmp_path / "shop", layout, VALUES)
+    db = tmp_path / "shop" / "services" / "api" / "run-secrets" / "db"
+    inode = db.stat().st_ino
+    again = materialize(tmp_path / "shop", layout, VALUES)
+    assert not any(w.changed for w in again)
+    assert db.stat().st_ino == inode
+    materialize(tmp_path / "shop", layout, {**VALUES, "db": b"new"})
+    assert db.read_bytes() == b"new"
+    assert db.stat().st_ino != inode  # replaced by rename: readers never see a partial file
+    assert list((tmp_path / "shop" / ".staging").iterdir()) == []
+
+
+def test_files_no_longer_granted_are_removed(tmp_path: Path, layout):
+    materialize(tmp_path / "shop", layout, VALUES)
+    smaller = {**MODEL, "services": {"api": {"secrets": MODEL["services"]["api"]["secrets"][:1]}}}
+    materialize(tmp_path / "shop", plan(read_model(smaller), set(VALUES)), VALUES)
+    left = sorted(
+        str(p.relative_to(tmp_path / "shop")) for p in (tmp_path / "shop" / "services").rglob("*")
+    )
+    assert left == ["services/api", "services/api/run-secrets", "services/api/run-secrets/db"]

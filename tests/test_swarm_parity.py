@@ -1,0 +1,201 @@
+"""Swarm parity: the same stack deployed to a real single-node swarm and run with
+`devsecrets up`; every container must see its secrets identically (DESIGN.md decision 6)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import User, compose_down, devsecrets, project_name
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# One stack file for both. Swarm tasks join the `host` network (our network rule: no other);
+# locally a small extra file swaps that for `network_mode: none`, as a developer's own
+# override would. The secrets blocks are the same bytes for both.
+LOCAL_NETWORK = """
+services:
+  api: {network_mode: none, networks: !reset null}
+  worker: {network_mode: none, networks: !reset null}
+networks: !reset {}
+"""
+
+
+def stack_file(image: str) -> dict:
+    keep_alive = {
+        "image": image,
+        "command": ["sleep", "600"],
+        "stop_signal": "SIGKILL",
+        "networks": ["hostnet"],
+    }
+    return {
+        "services": {
+            "api": {
+                **keep_alive,
+                "secrets": [
+                    "db_password",  # short syntax, shared with worker
+                    {"source": "api_token", "target": "token"},  # another relative target
+                    {
+                        "source": "tls_key",
+                        "target": "/etc/app/tls.key",  # absolute, uid/gid/mode
+                        "uid": "1000",
+                        "gid": "1001",
+                        "mode": 0o400,
+                    },
+                ],
+            },
+            "worker": {
+                **keep_alive,
+                "secrets": [
+                    "db_password",
+                    {
+                        "source": "worker_only",
+                        "target": "/run/secrets/nested/worker",  # only worker
+                        "uid": "33",
+                        "gid": "33",
+                        "mode": 0o440,
+                    },
+                ],
+            },
+        },
+        "networks": {"hostnet": {"external": True, "name": "host"}},
+        "secrets": {
+            k: {"external": True} for k in ("db_password", "api_token", "tls_key", "worker_only")
+        },
+    }
+
+
+# What a container sees: every file under /run/secrets and each absolute target, with size,
+# mode, owner, a digest of the bytes, and the mount (fs type, ro) that serves it.
+PROBE = r"""
+for d in $(find /run/secrets -type d | sort); do echo "dir $d $(stat -c '%a %u %g' "$d")"; done
+for f in $(find /run/secrets -type f 2>/dev/null | sort) /etc/app/tls.key; do
+  [ -e "$f" ] || continue
+  mp=$(awk -v f="$f" '$2 == f || index(f, $2 "/") == 1 { if (length($2) > length(best)) { best=$2; line=$3 " " $4 } } END { print line }' /proc/mounts)
+  echo "$f $(stat -c '%s %a %u %g' "$f") $(sha256sum "$f" | cut -d' ' -f1) ${mp%% *} $(echo "${mp#* }" | cut -d, -f1)"
+done
+"""
+
+
+def sh(*argv: str, input: bytes | None = None, check: bool = True) -> str:
+    return subprocess.run(list(argv), input=input, capture_output=True, check=check).stdout.decode()
+
+
+def probe(container_id: str) -> list[str]:
+    return sh("docker", "exec", container_id, "sh", "-c", PROBE).strip().splitlines()
+
+
+def wait_for(find, what: str, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def swarm(docker_engine: str):
+    state = sh("docker", "info", "--format", "{{.Swarm.LocalNodeState}}").strip()
+    created = state != "active"
+    if created:
+        sh("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
+    yield
+    if created:
+        sh("docker", "swarm", "leave", "--force", check=False)
+
+
+def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, runtime_dir: Path):
+    values = {
+        "db_password": b"canary-" + secrets.token_hex(8).encode(),
+        "api_token": secrets.token_bytes(64),  # binary, as Swarm allows
+        "tls_key": b"-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(200).encode() + b"\n",
+        "worker_only": b"w" * 1000,
+    }
+    for name, value in values.items():
+        assert alice.run("set", name, input=value).exit_code == 0
+    (alice.project / "docker-stack.yml").write_text(yaml.safe_dump(stack_file(docker_engine)))
+    (alice.project / "local-network.yml").write_text(LOCAL_NETWORK)
+
+    stack = project_name()
+    created_secrets = []
+    try:
+        for name, value in values.items():  # as an operator would, value on stdin
+            sh("docker", "secret", "create", name, "-", input=value)
+            created_secrets.append(name)
+        subprocess.run(
+            ["docker", "stack", "deploy", "-c", str(alice.project / "docker-stack.yml"), stack],
+            capture_output=True,
+            check=True,
+        )
+
+        def task(service: str):
+            ids = sh(
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.swarm.service.name={stack}_{service}",
+            ).split()
+            return ids[0] if ids else None
+
+        swarm_seen = {
+            s: probe(wait_for(lambda s=s: task(s), f"swarm task {s}")) for s in ("api", "worker")
+        }
+
+        env = {**alice.subprocess_env(), "DEVSECRETS_RUNTIME_DIR": str(runtime_dir)}
+        local = project_name()
+        files = ["-f", "docker-stack.yml", "-f", "local-network.yml", "-p", local]
+        up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        try:
+
+            def container(service: str):
+                return sh(
+                    "docker",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    f"label=com.docker.compose.project={local}",
+                    "--filter",
+                    f"label=com.docker.compose.service={service}",
+                ).strip()
+
+            local_seen = {
+                s: probe(wait_for(lambda s=s: container(s), f"compose {s}"))
+                for s in ("api", "worker")
+            }
+        finally:
+            devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+            compose_down(local, alice.project)
+    finally:
+        subprocess.run(["docker", "stack", "rm", stack], capture_output=True, check=False)
+        for name in created_secrets:
+            wait_for(
+                lambda n=name: (
+                    subprocess.run(["docker", "secret", "rm", n], capture_output=True).returncode
+                    == 0
+                ),
+                f"secret {name} to be released",
+                timeout=60,
+            )
+
+    # Every line holds path, size, mode, uid, gid, sha256, fs type, rw/ro; no values.
+    assert local_seen == swarm_seen
+    api = {ln.split()[0]: ln.split()[1:] for ln in swarm_seen["api"] if not ln.startswith("dir ")}
+    worker = {
+        ln.split()[0]: ln.split()[1:] for ln in swarm_seen["worker"] if not ln.startswith("dir ")
+    }
+    assert set(api) == {"/run/secrets/db_password", "/run/secrets/token", "/etc/app/tls.key"}
+    assert set(worker) == {"/run/secrets/db_password", "/run/secrets/nested/worker"}
+    assert api["/etc/app/tls.key"][1:4] == ["400", "1000", "1001"]
+    assert worker["/run/secrets/nested/worker"][1:4] == ["440", "33", "33"]
+    assert all(v[1:4] == ["444", "0", "0"] for k, v in api.items() if k != "/etc/app/tls.key")
+    assert all(v[-2:] == ["tmpfs", "ro"] for v in [*api.values(), *worker.values()])
+    assert os.geteuid() == 0, "uid/gid parity is only exact as root; see owner warnings otherwise"
