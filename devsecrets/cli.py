@@ -307,7 +307,7 @@ def _options(kwargs: dict[str, Any]) -> Any:
     )
 
 
-def _prepare(app: App, kwargs: dict[str, Any]) -> Any:
+def _prepare(app: App, kwargs: dict[str, Any], *, validate: bool = True) -> Any:
     from devsecrets.session import prepare
 
     return prepare(
@@ -318,6 +318,7 @@ def _prepare(app: App, kwargs: dict[str, Any]) -> Any:
         app.identities,
         allow_disk=kwargs["allow_disk"],
         warn=lambda line: _say(f"devsecrets: warning: {line}"),
+        validate=validate,
     )
 
 
@@ -341,7 +342,7 @@ def up(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
     """
     from devsecrets.session import up as run_up
 
-    session = _prepare(app, kwargs)
+    session = _prepare(app, kwargs, validate=False)
     _say(f"devsecrets: {_summary(session)}")
     return int(run_up(session, compose_args))
 

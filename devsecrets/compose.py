@@ -64,18 +64,22 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
 
-def find_compose(env: Mapping[str, str]) -> Compose:
-    """DEVSECRETS_COMPOSE, else the `docker compose` plugin, else a standalone v2 docker-compose."""
-    candidates: list[list[str]] = []
+def candidates(env: Mapping[str, str]) -> list[list[str]]:
+    """DEVSECRETS_COMPOSE alone, else the `docker compose` plugin, then standalone v2."""
     if env.get("DEVSECRETS_COMPOSE"):
-        candidates.append(shlex.split(env["DEVSECRETS_COMPOSE"]))  # the user's choice, alone
-    else:
-        if shutil.which("docker", path=env.get("PATH")):
-            candidates.append(["docker", "compose"])
-        if shutil.which("docker-compose", path=env.get("PATH")):
-            candidates.append(["docker-compose"])
+        return [shlex.split(env["DEVSECRETS_COMPOSE"])]
+    found = []
+    if shutil.which("docker", path=env.get("PATH")):
+        found.append(["docker", "compose"])
+    if shutil.which("docker-compose", path=env.get("PATH")):
+        found.append(["docker-compose"])
+    return found
+
+
+def find_compose(env: Mapping[str, str]) -> Compose:
+    """The first candidate that is compose >= 2.24.4 and reports real exit codes."""
     too_old = None
-    for argv in candidates:
+    for argv in candidates(env):
         version = _version_of(argv, env)
         if version is None:
             continue
@@ -97,7 +101,7 @@ def find_compose(env: Mapping[str, str]) -> Compose:
             f"{' '.join(too_old[0])} is version {found}; devsecrets needs compose >= 2.24.4",
             hint="upgrade Docker Compose (it needs `!override` in override files)",
         )
-    tried = " or ".join(" ".join(c) for c in candidates) or "docker compose or docker-compose"
+    tried = " or ".join(" ".join(c) for c in candidates(env)) or "docker compose or docker-compose"
     raise ComposeError(
         f"docker compose v2 not found (tried {tried})",
         hint="install the Docker Compose plugin, or set DEVSECRETS_COMPOSE to its command",
@@ -128,10 +132,10 @@ def _exit_codes_are_real(argv: list[str], env: Mapping[str, str]) -> bool:
     return out.returncode != 0
 
 
-def check_engine(compose: Compose, env: Mapping[str, str]) -> None:
+def check_engine(env: Mapping[str, str]) -> None:
     """One clear line when no Docker engine answers, before anything is written."""
-    if not compose.uses_docker_cli:
-        return
+    if not shutil.which("docker", path=env.get("PATH")):
+        return  # a standalone compose without the docker CLI: compose will say it
     out = subprocess.run(
         ["docker", "version", "--format", "{{.Server.Version}}"],
         capture_output=True,

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -48,11 +49,28 @@ class Session:
 
 
 def open_project(
-    options: compose.ComposeOptions, cwd: Path, env: Mapping[str, str]
+    options: compose.ComposeOptions, cwd: Path, env: Mapping[str, str], *, need_engine: bool
 ) -> tuple[compose.ComposeProject, StackModel]:
-    found = compose.find_compose(env)
-    project = compose.resolve_project(found, options, cwd, env)
-    return project, read_model(compose.load_model(project, env, cwd))
+    """Find compose, read the model, check the engine. The three are independent process
+    starts (~60 ms each), so they run side by side; errors are raised in that fixed order."""
+    likely = compose.candidates(env)[:1]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        found_job = pool.submit(compose.find_compose, env)
+        model_job = None
+        if likely:
+            guess = compose.Compose(tuple(likely[0]), (0, 0, 0), likely[0][:1] == ["docker"])
+            guess_project = compose.resolve_project(guess, options, cwd, env)
+            model_job = pool.submit(compose.load_model, guess_project, env, cwd)
+        engine_job = pool.submit(compose.check_engine, env) if need_engine else None
+        found = found_job.result()
+        project = compose.resolve_project(found, options, cwd, env)
+        if model_job is not None and found.argv == tuple(likely[0]):
+            model = model_job.result()
+        else:
+            model = compose.load_model(project, env, cwd)
+        if engine_job is not None:
+            engine_job.result()
+    return project, read_model(model)
 
 
 def prepare(
@@ -64,9 +82,13 @@ def prepare(
     *,
     allow_disk: bool,
     warn: Warn,
+    validate: bool = True,
 ) -> Session:
-    """Everything before `compose up`: the secrets are on tmpfs and the override is written."""
-    project, model = open_project(options, cwd, env)
+    """Everything before `compose up`: the secrets are on tmpfs and the override is written.
+
+    `validate` runs `compose config` on the result; `up` skips it because compose checks the
+    override itself a moment later, and reports its own error."""
+    project, model = open_project(options, cwd, env, need_engine=True)
     store = store_factory()
     layout = plan(model, set(store.names()))
     if layout.missing:
@@ -81,7 +103,6 @@ def prepare(
                 f"secret {name} is empty; Swarm refuses empty secrets",
                 hint=f"give it a value with `devsecrets set {name}`",
             )
-    compose.check_engine(project.compose, env)
     root = private_root(env, allow_disk=allow_disk)
     clean_stale(root, project.compose, env, keep=model.project)
     project_dir = root / model.project
@@ -93,7 +114,8 @@ def prepare(
         override = materialize.write_text(
             project_dir, materialize.OVERRIDE, to_yaml(render(layout, project_dir))
         )
-        compose.validate_override(project, override, env, cwd)
+        if validate:
+            compose.validate_override(project, override, env, cwd)
     except BaseException:
         if created:
             materialize.wipe(project_dir)
@@ -184,7 +206,7 @@ def down(
     *,
     allow_disk: bool,
 ) -> int:
-    project, model = open_project(options, cwd, env)
+    project, model = open_project(options, cwd, env, need_engine=False)
     project_dir = private_root(env, allow_disk=allow_disk) / model.project
     override = project_dir / materialize.OVERRIDE
     argv = compose.build_argv(project, override if override.exists() else None, ["down", *args])

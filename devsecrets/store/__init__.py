@@ -31,7 +31,7 @@ from devsecrets.errors import (
 )
 from devsecrets.keys import Identities
 from devsecrets.store import age, cipher, sopsfile
-from devsecrets.store.sopsfile import AgeStanza, SopsDocument
+from devsecrets.store.sopsfile import YAML_LOADER, AgeStanza, SopsDocument
 
 STORE_DIR = ".devsecrets"
 SUFFIX = ".sops.yaml"
@@ -150,7 +150,7 @@ class Store:
     def recipients(self) -> dict[str, str]:
         path = self.root / RECIPIENTS_FILE
         try:
-            raw: Any = yaml.load(path.read_bytes(), Loader=yaml.BaseLoader)  # noqa: S506
+            raw: Any = yaml.load(path.read_bytes(), Loader=YAML_LOADER)  # noqa: S506
         except FileNotFoundError as e:
             raise StoreNotFoundError(f"{path} is missing", hint="run `devsecrets init`") from e
         except yaml.YAMLError as e:
