@@ -31,7 +31,7 @@ WRAPPER = (
 
 def build(root: Path, secrets: int, services: int, env: dict[str, str]) -> None:
     from devsecrets.keys import find_identities
-    from devsecrets.store import Store, init_store
+    from devsecrets.store import init_store
 
     ids = find_identities(env)
     store, _ = init_store(root / ".devsecrets", "bench", ids.public[0])
