@@ -91,9 +91,8 @@ def main() -> None:
             samples = [run_once(root, env) for _ in range(args.runs)]
         median = statistics.median(t for t, _ in samples)
         peak = max(r for _, r in samples) / 1024
-        print(
-            f"  {secrets:>5} secrets / {services:>3} services: {median:6.3f} s, peak {peak:6.1f} MiB"
-        )
+        label = f"{secrets:>5} secrets / {services:>3} services"
+        print(f"  {label}: {median:6.3f} s, peak {peak:6.1f} MiB")
 
 
 if __name__ == "__main__":
