@@ -322,11 +322,42 @@ def _prepare(app: App, kwargs: dict[str, Any], *, validate: bool = True) -> Any:
     )
 
 
+def on_change_option(command: Any) -> Any:
+    return click.option(
+        "--on-change",
+        multiple=True,
+        metavar="SERVICE=POLICY",
+        help="What SERVICE does when one of its secrets changes: none (default), restart, "
+        "or a signal such as SIGHUP. Overrides x-devsecrets in the stack file. Repeatable.",
+    )(command)
+
+
+def _live(app: App, session: Any, on_change: tuple[str, ...]) -> Any:
+    from devsecrets.live import LiveStack, parse_cli_policies
+
+    return LiveStack(
+        session,
+        app.store(),
+        app.identities(),
+        parse_cli_policies(on_change),
+        report=lambda line: _say(f"devsecrets: {line}"),
+    )
+
+
 @cli.command(context_settings=PASSTHROUGH)
 @compose_options
+@on_change_option
+@click.option("--no-watch", is_flag=True, help="Do not follow store and stack changes.")
 @click.argument("compose_args", nargs=-1, type=click.UNPROCESSED)
 @pass_app
-def up(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
+def up(
+    app: App,
+    /,
+    compose_args: tuple[str, ...],
+    on_change: tuple[str, ...],
+    no_watch: bool,
+    **kwargs: Any,
+) -> int:
     """docker compose up, with every secret mounted as Swarm would mount it.
 
     Each service sees exactly its secrets at /run/secrets/<target> (or its absolute target),
@@ -334,17 +365,63 @@ def up(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
     `docker compose up`. In the foreground the secrets are wiped when compose exits;
     with -d they stay until `devsecrets down`.
 
+    In the foreground, changes to the store (set, edit, git pull) and to the stack files reach
+    the running containers at once: each file is replaced atomically. Per service, a change
+    can also restart it or send it a signal: --on-change, or in the stack file
+    `x-devsecrets: {on-change: {nginx: SIGHUP, worker: restart}}`.
+
     \b
     Examples:
       devsecrets up
       devsecrets up -d --build api
       devsecrets up -f docker-stack.yml -p shop
     """
+    from devsecrets.live import parse_cli_policies, start_watching
+    from devsecrets.session import is_detached
     from devsecrets.session import up as run_up
 
+    parse_cli_policies(on_change)  # bad input fails before anything is written
     session = _prepare(app, kwargs, validate=False)
     _say(f"devsecrets: {_summary(session)}")
-    return int(run_up(session, compose_args))
+    detached = is_detached(compose_args)
+    if detached and not no_watch:
+        _say("devsecrets: detached; run `devsecrets watch` to follow store changes")
+    watching = None if detached or no_watch else _live(app, session, on_change)
+    hook = (lambda s: start_watching(watching)) if watching else None
+    return int(run_up(session, compose_args, while_running=hook))
+
+
+@cli.command()
+@compose_options
+@on_change_option
+@pass_app
+def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
+    """Follow store and stack changes for a stack started with `up -d`, until Ctrl-C.
+
+    Each change to a secret replaces its files atomically in the running containers and prints
+    one line: `db_password changed → api, worker (restarted: worker)`. A file that fails to
+    decrypt keeps its last good value. Stopping the watch leaves the stack running.
+    """
+    import signal
+    import threading
+
+    from devsecrets.live import parse_cli_policies, start_watching
+
+    parse_cli_policies(on_change)
+    session = _prepare(app, kwargs)
+    live = _live(app, session, on_change)
+    live.catch_up()
+    stop = start_watching(live)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    _say(f"devsecrets: watching {live.store.root} and the stack files; Ctrl-C to stop")
+    try:
+        while not done.wait(3600):
+            pass
+    finally:
+        stop()
+    return 0
 
 
 @cli.command(context_settings=PASSTHROUGH)

@@ -6,6 +6,8 @@ layout) and compose's exit code. Cleans up what it wrote when it fails; never pr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import signal
@@ -43,6 +45,12 @@ class Session:
     env: Mapping[str, str]
     created_dir: bool
     written: list[materialize.Written] = field(default_factory=list)
+    values: dict[str, bytes] = field(default_factory=dict, repr=False)
+    previous_blocks: dict[str, str] = field(default_factory=dict)  # from the last render
+
+    @property
+    def blocks(self) -> dict[str, str]:
+        return service_blocks(self.layout, self.project_dir)
 
     def argv(self, command: Sequence[str]) -> list[str]:
         return compose.build_argv(self.project, self.override, command)
@@ -108,6 +116,7 @@ def prepare(
     project_dir = root / model.project
     created = not project_dir.exists()
     try:
+        previous_blocks = materialize.read_state(project_dir).get("blocks", {})
         written = materialize.materialize(project_dir, layout, values)
         for line in materialize.owner_warnings(layout):
             warn(line)
@@ -120,7 +129,24 @@ def prepare(
         if created:
             materialize.wipe(project_dir)
         raise
-    return Session(project, model, layout, project_dir, override, cwd, env, created, written)
+    session = Session(project, model, layout, project_dir, override, cwd, env, created, written)
+    session.values = values
+    session.previous_blocks = previous_blocks
+    state = materialize.read_state(project_dir)
+    materialize.write_state(
+        project_dir, {**state, "blocks": session.blocks, "project": model.project}
+    )
+    return session
+
+
+def service_blocks(layout: Layout, project_dir: Path) -> dict[str, str]:
+    """A digest of each service's part of the override: when it changes, compose must
+    recreate that service's containers (new mounts); when only files change, nothing must."""
+    rendered = render(layout, project_dir)["services"]
+    return {
+        name: hashlib.sha256(json.dumps(block, sort_keys=True, default=list).encode()).hexdigest()
+        for name, block in rendered.items()
+    }
 
 
 def _missing_error(layout: Layout) -> MissingSecretsError:
@@ -151,7 +177,12 @@ def up(
     detached = is_detached(args)
     materialize.write_state(
         session.project_dir,
-        {"pid": os.getpid(), "detached": detached, "project": session.model.project},
+        {
+            "pid": os.getpid(),
+            "detached": detached,
+            "project": session.model.project,
+            "blocks": session.blocks,
+        },
     )
     if detached:
         code = compose.run(session.argv(["up", *args]), session.env, session.cwd)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -50,6 +50,7 @@ class StackModel:
     grants: tuple[Grant, ...]
     raw_service_secrets: Mapping[str, tuple[Mapping[str, Any], ...]]
     service_volume_targets: Mapping[str, frozenset[str]]
+    on_change: Mapping[str, str] = field(default_factory=dict)  # x-devsecrets: on-change
 
 
 def read_model(model: Mapping[str, Any]) -> StackModel:
@@ -75,7 +76,27 @@ def read_model(model: Mapping[str, Any]) -> StackModel:
         grants=tuple(grants),
         raw_service_secrets=raw,
         service_volume_targets=volumes,
+        on_change=_on_change(model.get("x-devsecrets")),
     )
+
+
+def _on_change(extension: Any) -> dict[str, str]:
+    """`x-devsecrets: {on-change: {api: restart, nginx: SIGHUP}}` (top level: compose drops
+    service-level `x-` keys from its resolved model)."""
+    if extension in (None, ""):
+        return {}
+    table = (
+        extension.get("on-change", extension.get("on_change"))
+        if isinstance(extension, dict)
+        else None
+    )
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise StackError(
+            "x-devsecrets.on-change must map service names to none, restart or a signal"
+        )
+    return {str(k): v for k, v in table.items()}
 
 
 def _source(key: str, spec: Mapping[str, Any]) -> SecretSource:

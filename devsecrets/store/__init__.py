@@ -189,7 +189,13 @@ class Store:
             raise SecretNotFoundError(
                 f"no secret {name!r} in {self.root}", hint=f"add it with `devsecrets set {name}`"
             ) from e
-        doc = sopsfile.parse(text, str(path))
+        try:
+            doc = sopsfile.parse(text, str(path))
+        except IntegrityError as e:
+            e.hint = e.hint or (
+                f"restore it from git, or replace it: `devsecrets rm {name}` then `devsecrets set {name}`"
+            )
+            raise
         if doc.name != name:
             raise IntegrityError(
                 f"integrity check failed for {path}: it holds secret {doc.name!r}, not {name!r} "

@@ -1,0 +1,261 @@
+"""Live secrets: keep a running stack's secrets equal to the store and the stack files.
+
+Input: a prepared `Session`, the store, identities, per-service policies. Output: files
+replaced atomically in the runtime dir, compose restarts/signals/recreates, and one line per
+event (names only). Never raises out of a batch: a bad file keeps the last good value served.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devsecrets import compose, materialize
+from devsecrets.errors import DevsecretsError, StackError, UsageProblem
+from devsecrets.layout import Layout, plan
+from devsecrets.render import render, to_yaml
+from devsecrets.stack import read_model
+from devsecrets.store import RECIPIENTS_FILE, SUFFIX
+
+Report = Callable[[str], None]
+_SIGNAL = re.compile(r"^SIG[A-Z0-9]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What a service does when one of its secrets changes: nothing, restart, or a signal."""
+
+    action: str  # "none" | "restart" | "signal"
+    signal: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Policy:
+        value = text.strip()
+        if value.lower() in ("none", "restart"):
+            return cls(value.lower())
+        if _SIGNAL.match(value.upper()):
+            return cls("signal", value.upper())
+        raise UsageProblem(
+            f"{where}: unknown on-change policy {text!r}",
+            hint="use none, restart or a signal such as SIGHUP",
+        )
+
+
+def policies(from_stack: Mapping[str, str], from_cli: Mapping[str, str]) -> dict[str, Policy]:
+    merged = {**from_stack, **from_cli}  # the command line wins over the stack file
+    return {svc: Policy.parse(text, f"on-change for {svc}") for svc, text in merged.items()}
+
+
+def parse_cli_policies(items: tuple[str, ...]) -> dict[str, str]:
+    table = {}
+    for item in items:
+        service, sep, policy = item.partition("=")
+        if not sep or not service:
+            raise UsageProblem(f"--on-change {item!r}: expected SERVICE=POLICY")
+        Policy.parse(policy, f"--on-change {item}")
+        table[service] = policy
+    return table
+
+
+def _stamp(path: Path) -> bytes | None:
+    """The encrypted file's bytes: unchanged bytes need no decryption. (Not inode+mtime:
+    inodes are reused and mtime is coarse, so two quick writes can look identical.)"""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+class LiveStack:
+    def __init__(
+        self,
+        session: Any,
+        store: Any,
+        identities: Any,
+        cli_policies: Mapping[str, str],
+        report: Report,
+    ) -> None:
+        self.session = session
+        self.store = store
+        self.identities = identities
+        self.cli_policies = dict(cli_policies)
+        self.report = report
+        self.values: dict[str, bytes] = dict(session.values)
+        self.stamps = {n: _stamp(store.path_for(n)) for n in self.values}
+        self.problems: dict[str, str] = {}
+        self.policies = policies(session.model.on_change, self.cli_policies)
+        # what the running containers were created with: `up` creates them from this render
+        self.applied_blocks: dict[str, str] = session.blocks
+
+    # -- what to watch --------------------------------------------------------------------
+
+    def stack_paths(self) -> set[Path]:
+        project = self.session.project
+        paths = {p.resolve() for p in project.files}
+        paths.add((self.session.cwd / ".env").resolve())
+        return paths
+
+    def directories(self) -> list[Path]:
+        return [self.store.root, *{p.parent for p in self.stack_paths()}]
+
+    def wanted(self, path: Path) -> bool:
+        if path.name.startswith("."):  # temp files, editors' swap files, the lock
+            return path.name == ".env" and path.resolve() in self.stack_paths()
+        if path.parent.resolve() == self.store.root.resolve():
+            return path.name.endswith(SUFFIX) or path.name == RECIPIENTS_FILE
+        return path.resolve() in self.stack_paths()
+
+    def catch_up(self) -> None:
+        """For `watch` on a stack started earlier: apply what changed since its last render."""
+        session = self.session
+        before, after = session.previous_blocks, session.blocks
+        changed = sorted(s for s in after if before and before.get(s) != after[s])
+        self.applied_blocks = after
+        if changed:
+            ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *changed])
+            self.report(
+                f"stack changed → {', '.join(changed)} ({'recreated' if ok else 'recreate failed'})"
+            )
+        self._apply_values(session.written, skip=set(changed))
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def on_batch(self, paths: set[Path]) -> None:
+        """The watcher's callback: never lets an error out (the stack keeps running)."""
+        try:
+            self.reconcile(stack_changed=any(p.resolve() in self.stack_paths() for p in paths))
+        except DevsecretsError as e:
+            self.report(f"error: {e.message}; still serving the last good values")
+        except Exception as e:  # noqa: BLE001 - a watcher bug must not stop the stack
+            self.report(f"internal error ({e.__class__.__name__}); still watching")
+
+    def reconcile(self, *, stack_changed: bool) -> None:
+        layout = self.session.layout
+        if stack_changed:
+            layout = self._reload_stack() or layout
+        values = self._read_values(layout)
+        written = materialize.materialize(self.session.project_dir, layout, values)
+        recreate: list[str] = []
+        if layout is not self.session.layout or stack_changed:
+            recreate = self._apply_layout(layout)
+        self._apply_values(written, skip=set(recreate))
+
+    def _reload_stack(self) -> Layout | None:
+        session = self.session
+        try:
+            model = read_model(compose.load_model(session.project, session.env, session.cwd))
+        except StackError as e:
+            self.report(f"stack: {e.message}; keeping the running layout")
+            return None
+        layout = plan(model, set(self.store.names()))
+        if layout.missing:
+            names = ", ".join(layout.missing)
+            self.report(f"stack needs {names}, which the store lacks; keeping the running layout")
+            return None
+        session.model = model
+        self.policies = policies(model.on_change, self.cli_policies)
+        return layout
+
+    def _read_values(self, layout: Layout) -> dict[str, bytes]:
+        values: dict[str, bytes] = {}
+        for name in sorted(layout.store_names()):
+            stamp = _stamp(self.store.path_for(name))
+            if name in self.values and stamp == self.stamps.get(name) and stamp is not None:
+                values[name] = self.values[name]
+                continue
+            try:
+                value = self.store.read(name, self.identities).value
+                if not value:
+                    raise UsageProblem("empty value (Swarm refuses empty secrets)")
+            except DevsecretsError as e:
+                if name not in self.values:
+                    raise
+                problem = e.message
+                if self.problems.get(name) != problem:
+                    self.problems[name] = problem
+                    self.report(f"{name}: {problem}; still serving the last good value")
+                values[name] = self.values[name]
+                continue
+            self.problems.pop(name, None)
+            self.values[name] = values[name] = value
+            self.stamps[name] = stamp
+        return values
+
+    def _apply_layout(self, layout: Layout) -> list[str]:
+        session = self.session
+        session.layout = layout
+        before = self.applied_blocks
+        after = session.blocks
+        override = to_yaml(render(layout, session.project_dir))
+        materialize.write_text(session.project_dir, materialize.OVERRIDE, override)
+        state = materialize.read_state(session.project_dir)
+        materialize.write_state(session.project_dir, {**state, "blocks": after})
+        self.applied_blocks = after
+        changed = sorted(s for s in after if before.get(s) != after[s])
+        changed += sorted(s for s in before if s not in after)  # no secrets any more
+        if changed:
+            ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *changed])
+            self.report(
+                f"stack changed → {', '.join(changed)} ({'recreated' if ok else 'recreate failed'})"
+            )
+        else:
+            self.report("stack changed → secrets updated in place")
+        return changed
+
+    def _apply_values(self, written: list[materialize.Written], skip: set[str]) -> None:
+        by_name: dict[str, dict[str, bool]] = {}
+        for item in written:
+            if item.changed:
+                services = by_name.setdefault(item.mounted.store_name, {})
+                pinned = (
+                    not item.mounted.in_secrets_dir
+                )  # a single-file bind: only a restart shows it
+                services[item.mounted.grant.service] = (
+                    services.get(item.mounted.grant.service, False) or pinned
+                )
+        for name, services in sorted(by_name.items()):
+            restart = sorted(
+                s
+                for s, pinned in services.items()
+                if s not in skip
+                and (pinned or self.policies.get(s, Policy("none")).action == "restart")
+            )
+            signals = {
+                s: str(self.policies[s].signal)
+                for s in services
+                if s not in skip
+                and s not in restart
+                and self.policies.get(s, Policy("none")).action == "signal"
+            }
+            notes = []
+            if restart:
+                ok = self._compose(["restart", *restart])
+                notes.append(f"{'restarted' if ok else 'restart failed'}: {', '.join(restart)}")
+            for service, sig in sorted(signals.items()):
+                ok = self._compose(["kill", "-s", str(sig), service])
+                notes.append(f"{sig + ' sent' if ok else sig + ' failed'}: {service}")
+            suffix = f" ({'; '.join(notes)})" if notes else ""
+            self.report(f"{name} changed → {', '.join(sorted(services))}{suffix}")
+
+    def _compose(self, command: list[str]) -> bool:
+        session = self.session
+        argv = compose.build_argv(session.project, session.override, command)
+        out = subprocess.run(
+            argv, env=dict(session.env), cwd=session.cwd, capture_output=True, check=False
+        )
+        if out.returncode != 0:
+            lines = out.stderr.decode(errors="replace").strip().splitlines()
+            self.report(f"compose {command[0]} failed: {lines[-1] if lines else out.returncode}")
+        return out.returncode == 0
+
+
+def start_watching(live: LiveStack) -> Callable[[], None]:
+    """Start the observer; returns the function that stops it."""
+    from devsecrets.watch import Watcher
+
+    watcher = Watcher(live.directories(), live.wanted, live.on_batch).start()
+    return watcher.stop

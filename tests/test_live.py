@@ -1,0 +1,316 @@
+"""Live secrets against the real engine: changes reach running containers atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import User, compose_down, devsecrets_cmd, project_name
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# Prints the digest of /run/secrets/x each time it differs from the last read; a torn, empty
+# or missing read shows up as a digest nobody wrote (or an empty one). `$$`: compose
+# interpolates commands.
+READER = (
+    'last=""; while :; do d=$$(md5sum < /run/secrets/x | cut -c1-32); '
+    'if [ "$$d" != "$$last" ]; then echo "R $$d"; last=$$d; fi; done'
+)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - a fingerprint, not security
+
+
+class Running:
+    """A foreground `devsecrets up` in the background, for one test."""
+
+    def __init__(
+        self,
+        user: User,
+        services: dict,
+        secrets: dict,
+        runtime_dir: Path,
+        docker_engine: str,
+        extra: dict | None = None,
+        args: tuple[str, ...] = (),
+    ):
+        self.user, self.name = user, project_name()
+        for spec in services.values():
+            spec.setdefault("image", docker_engine)
+            spec.setdefault("network_mode", "none")
+            spec.setdefault("stop_signal", "SIGKILL")
+        self.stack = {"services": services, "secrets": secrets, **(extra or {})}
+        self.write_stack()
+        self.env = {
+            **user.subprocess_env(),
+            "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
+            "COMPOSE_PROJECT_NAME": self.name,
+        }
+        self.proc = subprocess.Popen(
+            [*devsecrets_cmd(), "up", *args],
+            cwd=user.project,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        self.wait(lambda: len(self.containers()) == len(services), "containers to start")
+
+    def write_stack(self) -> None:
+        (self.user.project / "docker-stack.yml").write_text(yaml.safe_dump(self.stack))
+
+    def containers(self, service: str | None = None) -> list[str]:
+        filters = ["--filter", f"label=com.docker.compose.project={self.name}"]
+        if service:
+            filters += ["--filter", f"label=com.docker.compose.service={service}"]
+        return subprocess.run(
+            ["docker", "ps", "-q", *filters], capture_output=True, text=True, check=True
+        ).stdout.split()
+
+    def logs(self, service: str) -> list[str]:
+        (cid,) = self.containers(service)
+        out = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=True)
+        return out.stdout.splitlines()
+
+    def exec(self, service: str, script: str) -> str:
+        ids = self.containers(service)
+        if len(ids) != 1:
+            return ""  # being recreated
+        (cid,) = ids
+        return subprocess.run(
+            ["docker", "exec", cid, "sh", "-c", script], capture_output=True, text=True, check=False
+        ).stdout
+
+    def wait(self, condition, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"devsecrets up exited: {self.proc.communicate()[1].decode()}")
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=60)
+        compose_down(self.name, self.user.project)
+        return err.decode()
+
+
+@pytest.fixture
+def running(alice: User, runtime_dir: Path, docker_engine: str):
+    started: list[Running] = []
+
+    def start(*args, **kwargs) -> Running:
+        started.append(
+            Running(alice, *args, runtime_dir=runtime_dir, docker_engine=docker_engine, **kwargs)
+        )
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.stop()
+
+
+def test_200_changes_are_never_torn_and_the_last_one_arrives(alice: User, running):
+    # 64 KiB values, so a non-atomic write would have a real window to be seen half-done
+    values = [bytes([65 + i % 26]) * 65536 + str(i).encode() for i in range(201)]
+    alice.run("set", "x", input=values[0])
+    run = running(
+        {"reader": {"command": ["sh", "-c", READER], "secrets": ["x"]}}, {"x": {"external": True}}
+    )
+    valid = {md5(v) for v in values}
+    for value in values[1:]:
+        assert alice.run("set", "x", input=value).exit_code == 0
+        time.sleep(0.04)  # past the watcher's quiet period: most writes become their own swap
+    final = md5(values[-1])
+    run.wait(
+        lambda: run.logs("reader")[-1:] == [f"R {final}"], "the final value to arrive", timeout=30
+    )
+    reads = [line.split(" ", 1)[1] if " " in line else "" for line in run.logs("reader")]
+    assert len(set(reads)) >= 50, (
+        f"only {len(set(reads))} distinct values seen: too few swaps tested"
+    )
+    assert set(reads) <= valid, f"{len(set(reads) - valid)} reads were torn, empty or missing"
+    err = run.stop()
+    assert "x changed → reader" in err
+
+
+def test_restart_and_signal_policies(alice: User, running):
+    alice.run("set", "x", input=b"one")
+    run = running(
+        {
+            "restarter": {"command": ["sh", "-c", "echo boot; exec sleep 600"], "secrets": ["x"]},
+            "hupper": {
+                "command": [
+                    "sh",
+                    "-c",
+                    "trap 'echo got-hup' HUP; echo boot; while :; do sleep 0.1; done",
+                ],
+                "secrets": ["x"],
+            },
+            "bystander": {"command": ["sh", "-c", "echo boot; exec sleep 600"], "secrets": ["x"]},
+        },
+        {"x": {"external": True}},
+        extra={"x-devsecrets": {"on-change": {"restarter": "restart"}}},  # from the stack file
+        args=("--on-change", "hupper=SIGHUP"),  # and from the command line
+    )
+    run.wait(lambda: run.logs("hupper") == ["boot"], "hupper to trap HUP")
+    alice.run("set", "x", input=b"two")
+    run.wait(lambda: "got-hup" in run.logs("hupper"), "SIGHUP to reach hupper")
+    run.wait(lambda: run.logs("restarter").count("boot") == 2, "restarter to restart")
+    assert run.exec("restarter", "cat /run/secrets/x") == "two"
+    assert run.exec("bystander", "cat /run/secrets/x") == "two"
+    assert run.logs("bystander") == ["boot"]  # policy none: the file changed under it, nothing else
+    err = run.stop()
+    assert (
+        "x changed → bystander, hupper, restarter (restarted: restarter; SIGHUP sent: hupper)"
+        in err
+    )
+
+
+def test_a_corrupt_file_keeps_the_last_good_value(alice: User, running):
+    alice.run("set", "x", input=b"good")
+    run = running(
+        {"app": {"command": ["sleep", "600"], "secrets": ["x"]}}, {"x": {"external": True}}
+    )
+    store_file = alice.store / "x.sops.yaml"
+    good_text = store_file.read_bytes()
+    store_file.write_bytes(good_text[: len(good_text) // 2])  # a bad merge, a truncated pull
+    time.sleep(1.0)
+    assert run.exec("app", "cat /run/secrets/x") == "good"
+    store_file.unlink()  # gone from the store altogether
+    time.sleep(0.5)
+    assert run.exec("app", "cat /run/secrets/x") == "good"
+    assert run.proc.poll() is None
+    alice.run("set", "x", input=b"fixed")
+    run.wait(lambda: run.exec("app", "cat /run/secrets/x") == "fixed", "the fixed value")
+    err = run.stop()
+    assert "x: integrity check failed for" in err and "still serving the last good value" in err
+    assert "x: no secret 'x'" in err
+    assert "good" not in err.replace("last good value", "")
+
+
+def test_a_stack_edit_adds_a_grant_to_one_service_only(alice: User, running):
+    alice.run("set", "x", input=b"x-value")
+    alice.run("set", "y", input=b"y-value")
+    run = running(
+        {
+            "a": {"command": ["sleep", "600"], "secrets": ["x"]},
+            "b": {"command": ["sleep", "600"], "secrets": ["x"]},
+        },
+        {"x": {"external": True}, "y": {"external": True}},
+    )
+    before = {s: run.containers(s) for s in ("a", "b")}
+    run.stack["services"]["b"]["secrets"].append(
+        {"source": "y", "target": "extra/y", "mode": 0o400}
+    )
+    run.write_stack()
+    run.wait(lambda: run.exec("b", "cat /run/secrets/extra/y") == "y-value", "y to appear in b")
+    assert run.exec("b", "stat -c %a /run/secrets/extra/y").strip() == "400"
+    assert run.exec("a", "ls /run/secrets").split() == ["x"]
+    assert {s: run.containers(s) for s in ("a", "b")} == before  # appeared live, no recreate
+
+    # a new absolute target needs a new mount: only that service is recreated
+    run.stack["services"]["a"]["secrets"].append({"source": "y", "target": "/etc/app/y"})
+    run.write_stack()
+    run.wait(
+        lambda: run.containers("a") != before["a"] and run.containers("a"), "a to be recreated"
+    )
+    run.wait(lambda: run.exec("a", "cat /etc/app/y") == "y-value", "y at its absolute target in a")
+    assert run.containers("b") == before["b"]
+    err = run.stop()
+    assert "stack changed → a (recreated)" in err
+
+
+def test_watch_follows_a_detached_stack_and_leaves_it_running(
+    alice: User, docker_engine: str, runtime_dir: Path
+):
+    alice.run("set", "x", input=b"one")
+    name = project_name()
+    (alice.project / "docker-stack.yml").write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "app": {
+                        "image": docker_engine,
+                        "network_mode": "none",
+                        "stop_signal": "SIGKILL",
+                        "command": ["sleep", "600"],
+                        "secrets": ["x"],
+                    }
+                },
+                "secrets": {"x": {"external": True}},
+            }
+        )
+    )
+    env = {
+        **alice.subprocess_env(),
+        "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
+        "COMPOSE_PROJECT_NAME": name,
+    }
+
+    def app_reads() -> str:
+        ids = subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={name}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return subprocess.run(
+            ["docker", "exec", ids[0], "cat", "/run/secrets/x"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+
+    try:
+        up = subprocess.run(
+            [*devsecrets_cmd(), "up", "-d"],
+            cwd=alice.project,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        assert up.returncode == 0, up.stderr.decode()
+        assert "run `devsecrets watch`" in up.stderr.decode()
+        alice.run("set", "x", input=b"two")  # while nobody watches: applied when watch starts
+        watch = subprocess.Popen(
+            [*devsecrets_cmd(), "watch"],
+            cwd=alice.project,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while app_reads() != "two":
+            assert time.monotonic() < deadline and watch.poll() is None, "watch never caught up"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the observer is running by now
+        alice.run("set", "x", input=b"three")
+        while app_reads() != "three":
+            assert time.monotonic() < deadline and watch.poll() is None, "watch missed a change"
+            time.sleep(0.1)
+        watch.send_signal(signal.SIGTERM)
+        _, err = watch.communicate(timeout=30)
+        assert watch.returncode == 0
+        assert "x changed → app" in err.decode()
+        assert app_reads() == "three"  # the stack keeps running, its secrets stay
+        down = subprocess.run(
+            [*devsecrets_cmd(), "down"],
+            cwd=alice.project,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        assert down.returncode == 0
+        assert not (runtime_dir / name).exists()
+    finally:
+        compose_down(name, alice.project)
