@@ -137,3 +137,25 @@ def test_any_single_byte_change_gives_the_value_or_an_error(stored: User, positi
         assert "Traceback" not in result.stderr
     finally:
         path.write_bytes(full)
+
+
+def test_every_position_flipped_gives_the_value_or_an_error(stored: User):
+    """A deterministic sweep beside the random one: each byte of the file, two ways."""
+    path = stored.store / "db_password.sops.yaml"
+    full = path.read_bytes()
+    wrong = []
+    try:
+        for position in range(len(full)):
+            for replacement in (full[position] ^ 0x01, ord("0")):
+                mutated = bytearray(full)
+                mutated[position] = replacement
+                path.write_bytes(bytes(mutated))
+                result = stored.run("get", "db_password")
+                if not (
+                    (result.exit_code, result.stdout) == (0, CANARY)
+                    or (result.exit_code == 1 and not result.stdout)
+                ):
+                    wrong.append(position)
+    finally:
+        path.write_bytes(full)
+    assert wrong == []

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import User, compose_down, devsecrets_cmd, project_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

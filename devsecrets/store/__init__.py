@@ -193,7 +193,8 @@ class Store:
             doc = sopsfile.parse(text, str(path))
         except IntegrityError as e:
             e.hint = e.hint or (
-                f"restore it from git, or replace it: `devsecrets rm {name}` then `devsecrets set {name}`"
+                f"restore it from git, or replace it: `devsecrets rm {name}`, "
+                f"then `devsecrets set {name}`"
             )
             raise
         if doc.name != name:
@@ -224,7 +225,7 @@ class Store:
     def read(self, name: str, identities: Identities) -> Secret:
         opened = self._open(name, identities)
         leaf_type = opened.leaf.type if opened.leaf else "str"
-        return Secret(name, _as_extracted(opened.plaintext, leaf_type))
+        return Secret(name, _as_extracted(opened.plaintext, leaf_type, self._where(name)))
 
     def info(self, name: str) -> SecretInfo:
         doc = self._load(name)
@@ -386,10 +387,23 @@ def _fresh_key(recipients: list[str]) -> tuple[bytes, list[AgeStanza]]:
     return key, [age.wrap(key, r) for r in recipients]
 
 
-def _as_extracted(plaintext: bytes, leaf_type: str) -> bytes:
+# The `type` field is not authenticated (neither AAD nor MAC covers it), so a typed value
+# must also parse as its type: a `str` relabelled `int` then fails instead of gaining a "\n".
+_TYPED = {
+    "int": re.compile(rb"-?[0-9]+"),
+    "float": re.compile(rb"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)|[+-]?Inf|NaN"),
+    "bool": re.compile(rb"True|False"),
+    "time": re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(?:Z|[+-][0-9]{2}:[0-9]{2})"),
+}
+
+
+def _as_extracted(plaintext: bytes, leaf_type: str, where: str) -> bytes:
     """What `sops decrypt --extract` prints: str raw, other types as YAML plus a newline."""
     if leaf_type in ("str", "bytes"):
         return plaintext
+    pattern = _TYPED.get(leaf_type)
+    if pattern is None or not pattern.fullmatch(plaintext):
+        raise IntegrityError(f"integrity check failed for {where}: value does not match its type")
     if leaf_type == "bool":
         return plaintext.lower() + b"\n"
     return plaintext + b"\n"
