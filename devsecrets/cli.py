@@ -207,14 +207,17 @@ def edit(app: App, name: str, allow_disk: bool) -> None:
     Creates the secret if it does not exist. Saving unchanged content stores nothing.
     """
     from devsecrets.edit import edit_secret, editor_command
-    from devsecrets.tmpfs import private_root
+    from devsecrets.tmpfs import is_memory_backed, private_root
 
+    scratch = private_root(app.env, allow_disk=allow_disk)
+    if not is_memory_backed(scratch):
+        _say(f"devsecrets: warning: --allow-disk: the plaintext copy goes to disk in {scratch}")
     changed = edit_secret(
         app.store(),
         name,
         app.identities(),
         editor_command(app.env),
-        private_root(app.env, allow_disk=allow_disk),
+        scratch,
         confirm_empty=lambda: click.confirm(f"{name} is now empty; store an empty value?"),
     )
     _say(f"{name}: {'stored' if changed else 'unchanged, nothing written'}")

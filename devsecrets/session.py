@@ -25,7 +25,7 @@ from devsecrets.errors import ComposeError, DevsecretsError, StoreError, UsagePr
 from devsecrets.layout import Layout, plan
 from devsecrets.render import render, to_yaml
 from devsecrets.stack import StackModel, read_model
-from devsecrets.tmpfs import private_root
+from devsecrets.tmpfs import is_memory_backed, private_root
 
 Warn = Callable[[str], None]
 
@@ -112,6 +112,8 @@ def prepare(
                 hint=f"give it a value with `devsecrets set {name}`",
             )
     root = private_root(env, allow_disk=allow_disk)
+    if not is_memory_backed(root):
+        warn(f"--allow-disk: secrets are written to disk at {root}; `devsecrets down` removes them")
     clean_stale(root, project.compose, env, keep=model.project)
     project_dir = root / model.project
     created = not project_dir.exists()

@@ -277,3 +277,21 @@ def test_an_unreadable_stack_is_one_line(alice: User, stack):
     lines = result.stderr.decode().strip().splitlines()
     assert lines[0].startswith("devsecrets: error: docker compose cannot read the stack")
     assert len(lines) <= 2
+
+
+def test_a_stale_runtime_dir_from_a_killed_run_is_cleaned_by_the_next_run(alice: User, stack, runtime_dir: Path):
+    env, name = stack
+    alice.run("set", "db_password", input=CANARY)
+    alice.run("set", "api_token", input=b"tok")
+    stale = runtime_dir / "dstestgone"  # a foreground run that was SIGKILLed: no containers left
+    (stale / "services" / "api" / "run-secrets").mkdir(parents=True)
+    (stale / "services" / "api" / "run-secrets" / "db_password").write_bytes(CANARY)
+    (stale / "state.json").write_text(json.dumps({"pid": 2**22 + 7, "detached": False}))
+    detached = runtime_dir / "dstestdetached"  # an `up -d` stack: kept until its `down`
+    detached.mkdir()
+    (detached / "state.json").write_text(json.dumps({"pid": 2**22 + 7, "detached": True}))
+    result = devsecrets(["render"], cwd=alice.project, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert not stale.exists()
+    assert detached.exists()
+    assert devsecrets(["down"], cwd=alice.project, env=env).returncode == 0
