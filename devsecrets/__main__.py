@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from devsecrets.cli import main
+from devsecrets.entry import main
 
 raise SystemExit(main())

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from devsecrets import __version__
-from devsecrets.errors import DevsecretsError, UsageProblem
+from devsecrets.errors import DevsecretsError, error_lines, exit_code_for
 
 ALPHABETS = {
     "alnum": string.ascii_letters + string.digits,
@@ -469,9 +469,17 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
     devsecrets compose -f stack.yml logs -f api
     """
     from devsecrets import compose
+    from devsecrets.session import run_passthrough
 
-    session = _prepare(app, kwargs)
-    return compose.run(session.argv(compose_args), app.env, app.cwd)
+    if compose_args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first
+        session = _prepare(app, kwargs)
+        return compose.run(session.argv(compose_args), app.env, app.cwd)
+    return int(run_passthrough(_options(kwargs), app.cwd, app.env, compose_args))
+
+
+# compose commands that create or start containers, which need the secrets on tmpfs; all
+# others (ps, logs, exec, stop, kill…) only need the override, if there is one.
+STARTS_CONTAINERS = frozenset({"up", "start", "restart", "run", "create"})
 
 
 def _summary(session: Any) -> str:
@@ -510,12 +518,6 @@ def _say(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _error(message: str, hint: str | None) -> None:
-    click.echo(f"devsecrets: error: {message}", err=True)
-    if hint:
-        click.echo(f"devsecrets: hint: {hint}", err=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: maps exceptions to exit codes (1 expected, 2 usage, 3 bug, 130 Ctrl-C)."""
     debug = os.environ.get("DEVSECRETS_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
@@ -524,8 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     except DevsecretsError as e:
         if debug:
             traceback.print_exc()
-        _error(e.message, e.hint)
-        return 2 if isinstance(e, UsageProblem) else e.exit_code
+        click.echo(error_lines(e), err=True, nl=False)
+        return exit_code_for(e)
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:

@@ -15,6 +15,16 @@ class DevsecretsError(Exception):
         self.hint = hint
 
 
+def error_lines(error: DevsecretsError) -> str:
+    """The one or two lines a user sees: `devsecrets: error: …` and maybe `… hint: …`."""
+    text = f"devsecrets: error: {error.message}\n"
+    return text + (f"devsecrets: hint: {error.hint}\n" if error.hint else "")
+
+
+def exit_code_for(error: DevsecretsError) -> int:
+    return 2 if isinstance(error, UsageProblem) else error.exit_code
+
+
 class UsageProblem(DevsecretsError):
     """Bad input from the command line that click itself cannot see (a bad name, a size)."""
 

@@ -7,8 +7,6 @@ places looked at, for the "no identity" message. All sources add up, as in sops.
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +88,9 @@ def _load_age_file(path: Path, found: Identities) -> None:
 
 
 def _load_age_cmd(command: str, env: Mapping[str, str], found: Identities) -> None:
+    import shlex
+    import subprocess  # only here: `get` starts faster without it
+
     try:
         out = subprocess.run(  # noqa: S603 - the user's own configured command, as sops runs it
             shlex.split(command), capture_output=True, env=dict(env), check=True, timeout=60

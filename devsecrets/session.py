@@ -231,6 +231,25 @@ def run_foreground(
             signal.signal(signum, handler)
 
 
+def run_passthrough(
+    options: compose.ComposeOptions, cwd: Path, env: Mapping[str, str], args: Sequence[str]
+) -> int:
+    """A compose command that starts nothing: the override if the stack has one, no secrets
+    written (so `devsecrets compose ps` on a stopped stack leaves no plaintext behind)."""
+    project, model = open_project(options, cwd, env, need_engine=False)
+    found = _existing_override(env, model.project)
+    return compose.run(compose.build_argv(project, found, list(args)), env, cwd)
+
+
+def _existing_override(env: Mapping[str, str], project: str) -> Path | None:
+    try:
+        root = private_root(env, allow_disk=False)
+    except DevsecretsError:
+        return None
+    override = root / project / materialize.OVERRIDE
+    return override if override.exists() else None
+
+
 def down(
     options: compose.ComposeOptions,
     cwd: Path,

@@ -29,11 +29,15 @@ def test_every_command_has_help_and_is_in_the_readme_usage():
         assert result.exit_code == 0, name
         assert "Usage:" in result.output
         first = name.split()[0]
-        assert re.search(rf"^\s+{re.escape(first)}\b", usage, re.M), f"{first} missing from README usage"
+        assert re.search(rf"^\s+{re.escape(first)}\b", usage, re.M), (
+            f"{first} missing from README usage"
+        )
 
 
 def test_python_helper_reads_file_env_then_run_secrets(tmp_path: Path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("read_secret", ROOT / "templates" / "read_secret.py")
+    spec = importlib.util.spec_from_file_location(
+        "read_secret", ROOT / "templates" / "read_secret.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     secret = tmp_path / "pw"
@@ -46,7 +50,14 @@ def test_python_helper_reads_file_env_then_run_secrets(tmp_path: Path, monkeypat
 def test_shell_helper_exports_from_the_file(tmp_path: Path):
     secret = tmp_path / "pw"
     secret.write_text("s3")
-    script = f". {ROOT / 'templates' / 'read_secret.sh'}; file_env DB_PASSWORD; printf %s \"$DB_PASSWORD\""
-    out = subprocess.run(["sh", "-c", script], env={"DB_PASSWORD_FILE": str(secret), "PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True, check=True)
+    script = (
+        f'. {ROOT / "templates" / "read_secret.sh"}; file_env DB_PASSWORD; printf %s "$DB_PASSWORD"'
+    )
+    out = subprocess.run(
+        ["sh", "-c", script],
+        env={"DB_PASSWORD_FILE": str(secret), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout == "s3"

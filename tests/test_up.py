@@ -128,6 +128,10 @@ def test_up_mounts_exactly_each_services_secrets_and_down_wipes(
     down = devsecrets(["down"], cwd=alice.project, env=env)
     assert down.returncode == 0, down.stderr.decode()
     assert not (runtime_dir / name).exists()
+    # a compose command that starts nothing writes no secrets
+    after = devsecrets(["compose", "ps"], cwd=alice.project, env=env)
+    assert after.returncode == 0, after.stderr.decode()
+    assert not (runtime_dir / name).exists()
 
 
 def test_render_writes_an_override_with_paths_only(alice: User, stack, runtime_dir: Path):
@@ -279,7 +283,9 @@ def test_an_unreadable_stack_is_one_line(alice: User, stack):
     assert len(lines) <= 2
 
 
-def test_a_stale_runtime_dir_from_a_killed_run_is_cleaned_by_the_next_run(alice: User, stack, runtime_dir: Path):
+def test_a_stale_runtime_dir_from_a_killed_run_is_cleaned_by_the_next_run(
+    alice: User, stack, runtime_dir: Path
+):
     env, name = stack
     alice.run("set", "db_password", input=CANARY)
     alice.run("set", "api_token", input=b"tok")

@@ -322,8 +322,10 @@ class Store:
                 raise RecipientError(f"recipient {member!r} already exists")
             if key.strip() in members.values():
                 raise RecipientError("that key is already a recipient")
+            # Decrypt everything first: a file we cannot open stops us before anything changes.
+            values = {n: self._open(n, identities).plaintext for n in self.names()}
             self._save_recipients({**members, member: key.strip()})
-            return self._rewrite_all(identities, rotate=False, progress=progress)
+            return self._rewrite(values, identities, rotate=False, progress=progress)
 
     def remove_recipient(
         self, member: str, identities: Identities, progress: Progress | None = None
