@@ -80,3 +80,15 @@ def test_files_no_longer_granted_are_removed(tmp_path: Path, layout):
         str(p.relative_to(tmp_path / "shop")) for p in (tmp_path / "shop" / "services").rglob("*")
     )
     assert left == ["services/api", "services/api/run-secrets", "services/api/run-secrets/db"]
+
+
+def test_non_root_says_which_grants_cannot_get_their_owner(monkeypatch, layout):
+    from devsecrets import materialize as module
+
+    monkeypatch.setattr(module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(module.os, "getuid", lambda: 1000)
+    monkeypatch.setattr(module.os, "getgid", lambda: 1000)
+    warnings = module.owner_warnings(layout)
+    assert len(warnings) == 3  # 0:0 twice and 1000:1001: none is the caller's 1000:1000
+    assert any("/run/secrets/nested/token wants uid:gid 1000:1001" in w for w in warnings)
+    assert all("the mode is exact" in w for w in warnings)

@@ -301,3 +301,63 @@ def test_a_stale_runtime_dir_from_a_killed_run_is_cleaned_by_the_next_run(
     assert not stale.exists()
     assert detached.exists()
     assert devsecrets(["down"], cwd=alice.project, env=env).returncode == 0
+
+
+def test_include_extends_profiles_and_env_behave_as_in_compose(
+    alice: User, docker_engine: str, runtime_dir: Path
+):
+    """The stack is whatever compose makes of it: included files, extended services,
+    profiles, and .env interpolation of an external secret's name."""
+    (alice.project / "secrets.yml").write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "base": {
+                        "image": docker_engine,
+                        "network_mode": "none",
+                        "secrets": ["db_password"],
+                    }
+                },
+                "secrets": {"db_password": {"external": True, "name": "db_password_${DB_VERSION}"}},
+            }
+        )
+    )
+    (alice.project / "compose.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "include": ["secrets.yml"],
+                "services": {
+                    "api": {"extends": {"service": "base", "file": "secrets.yml"}},
+                    "debug": {
+                        "image": docker_engine,
+                        "network_mode": "none",
+                        "profiles": ["debug"],
+                        "secrets": ["db_password"],
+                    },
+                },
+            }
+        )
+    )
+    (alice.project / ".env").write_text("DB_VERSION=v2\n")
+    alice.run("set", "db_password_v2", input=CANARY)
+    env = {
+        **alice.subprocess_env(),
+        "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
+        "COMPOSE_PROJECT_NAME": project_name(),
+    }
+
+    def services(*flags: str) -> set[str]:
+        result = devsecrets(["render", *flags, "--stdout"], cwd=alice.project, env=env)
+        assert result.returncode == 0, result.stderr.decode()
+        return set(yaml.load(result.stdout, Loader=OverrideLoader)["services"])
+
+    assert services() == {"api", "base"}
+    assert services("--profile", "debug") == {"api", "base", "debug"}
+    assert devsecrets(["down"], cwd=alice.project, env=env).returncode == 0
+
+
+class OverrideLoader(yaml.SafeLoader):
+    pass
+
+
+OverrideLoader.add_constructor("!override", lambda loader, node: loader.construct_sequence(node))
