@@ -349,7 +349,7 @@ def test_include_extends_profiles_and_env_behave_as_in_compose(
     def services(*flags: str) -> set[str]:
         result = devsecrets(["render", *flags, "--stdout"], cwd=alice.project, env=env)
         assert result.returncode == 0, result.stderr.decode()
-        return set(yaml.load(result.stdout, Loader=OverrideLoader)["services"])
+        return set(yaml.load(result.stdout, Loader=OverrideLoader)["services"])  # noqa: S506 - SafeLoader subclass
 
     assert services() == {"api", "base"}
     assert services("--profile", "debug") == {"api", "base", "debug"}
