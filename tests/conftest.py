@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from devsecrets.cli import main
@@ -229,14 +230,46 @@ def project_name() -> str:
     return f"dstest{_random.token_hex(3)}"
 
 
+def project_containers(
+    project: str, service: str | None = None, *, stopped: bool = False
+) -> list[str]:
+    """IDs of a compose project's containers (running ones unless `stopped`)."""
+    filters = ["--filter", f"label=com.docker.compose.project={project}"]
+    if service:
+        filters += ["--filter", f"label=com.docker.compose.service={service}"]
+    argv = ["docker", "ps", "-q", *(["-a"] if stopped else []), *filters]
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split()
+
+
+def write_stack(
+    project_dir: Path, image: str, services: dict[str, dict], extra: dict | None = None
+) -> dict:
+    """A stack file whose services run `image` off every network and die at once on stop,
+    and whose secrets are all `external: true`, as for `docker stack deploy`."""
+    names = sorted(
+        {
+            ref if isinstance(ref, str) else ref["source"]
+            for spec in services.values()
+            for ref in spec.get("secrets", [])
+        }
+    )
+    for spec in services.values():
+        spec.setdefault("image", image)
+        spec.setdefault("network_mode", "none")
+        spec.setdefault("stop_signal", "SIGKILL")
+        spec.setdefault("command", ["sleep", "600"])
+    stack = {
+        "services": services,
+        "secrets": {n: {"external": True} for n in names},
+        **(extra or {}),
+    }
+    (project_dir / "docker-stack.yml").write_text(yaml.safe_dump(stack))
+    return stack
+
+
 def compose_down(project: str, cwd: Path) -> None:
     """Remove a test project's containers whatever state the test left them in."""
-    ids = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
+    ids = project_containers(project, stopped=True)
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 

@@ -11,8 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import User, compose_down, devsecrets, devsecrets_cmd, project_name
+from conftest import (
+    User,
+    compose_down,
+    devsecrets,
+    devsecrets_cmd,
+    project_containers,
+    project_name,
+    write_stack,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -65,22 +72,15 @@ def test_the_canary_is_nowhere_but_tmpfs_and_gone_after_down(
 ):
     canary = f"canary-leak-{secrets.token_hex(12)}".encode()
     name = project_name()
-    (alice.project / "docker-stack.yml").write_text(
-        yaml.safe_dump(
-            {
-                "services": {
-                    "app": {
-                        "image": docker_engine,
-                        "network_mode": "none",
-                        "command": ["sleep", "600"],
-                        "stop_signal": "SIGKILL",
-                        "secrets": ["db_password"],
-                        "environment": {"DB_PASSWORD_FILE": "/run/secrets/db_password"},
-                    }
-                },
-                "secrets": {"db_password": {"external": True}},
+    write_stack(
+        alice.project,
+        docker_engine,
+        {
+            "app": {
+                "secrets": ["db_password"],
+                "environment": {"DB_PASSWORD_FILE": "/run/secrets/db_password"},
             }
-        )
+        },
     )
     env = {
         **alice.subprocess_env(),
@@ -108,12 +108,7 @@ def test_the_canary_is_nowhere_but_tmpfs_and_gone_after_down(
     )
     try:
         deadline = time.monotonic() + 60
-        while not subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={name}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip():
+        while not project_containers(name):
             assert up.poll() is None, "devsecrets up ended early"
             assert time.monotonic() < deadline, "container never started"
             time.sleep(0.2)

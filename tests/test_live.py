@@ -9,8 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import User, compose_down, devsecrets_cmd, project_name
+from conftest import (
+    User,
+    compose_down,
+    devsecrets_cmd,
+    project_containers,
+    project_name,
+    write_stack,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -34,19 +40,13 @@ class Running:
         self,
         user: User,
         services: dict,
-        secrets: dict,
         runtime_dir: Path,
         docker_engine: str,
         extra: dict | None = None,
         args: tuple[str, ...] = (),
     ):
-        self.user, self.name = user, project_name()
-        for spec in services.values():
-            spec.setdefault("image", docker_engine)
-            spec.setdefault("network_mode", "none")
-            spec.setdefault("stop_signal", "SIGKILL")
-        self.stack = {"services": services, "secrets": secrets, **(extra or {})}
-        self.write_stack()
+        self.user, self.name, self.image, self.extra = user, project_name(), docker_engine, extra
+        self.stack = write_stack(user.project, docker_engine, services, extra)
         self.env = {
             **user.subprocess_env(),
             "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
@@ -63,15 +63,10 @@ class Running:
         self.wait(lambda: len(self.containers()) == len(services), "containers to start")
 
     def write_stack(self) -> None:
-        (self.user.project / "docker-stack.yml").write_text(yaml.safe_dump(self.stack))
+        self.stack = write_stack(self.user.project, self.image, self.stack["services"], self.extra)
 
     def containers(self, service: str | None = None) -> list[str]:
-        filters = ["--filter", f"label=com.docker.compose.project={self.name}"]
-        if service:
-            filters += ["--filter", f"label=com.docker.compose.service={service}"]
-        return subprocess.run(
-            ["docker", "ps", "-q", *filters], capture_output=True, text=True, check=True
-        ).stdout.split()
+        return project_containers(self.name, service)
 
     def logs(self, service: str) -> list[str]:
         (cid,) = self.containers(service)
@@ -122,9 +117,7 @@ def test_200_changes_are_never_torn_and_the_last_one_arrives(alice: User, runnin
     # 64 KiB values, so a non-atomic write would have a real window to be seen half-done
     values = [bytes([65 + i % 26]) * 65536 + str(i).encode() for i in range(201)]
     alice.run("set", "x", input=values[0])
-    run = running(
-        {"reader": {"command": ["sh", "-c", READER], "secrets": ["x"]}}, {"x": {"external": True}}
-    )
+    run = running({"reader": {"command": ["sh", "-c", READER], "secrets": ["x"]}})
     valid = {md5(v) for v in values}
     for value in values[1:]:
         assert alice.run("set", "x", input=value).exit_code == 0
@@ -157,7 +150,6 @@ def test_restart_and_signal_policies(alice: User, running):
             },
             "bystander": {"command": ["sh", "-c", "echo boot; exec sleep 600"], "secrets": ["x"]},
         },
-        {"x": {"external": True}},
         extra={"x-devsecrets": {"on-change": {"restarter": "restart"}}},  # from the stack file
         args=("--on-change", "hupper=SIGHUP"),  # and from the command line
     )
@@ -177,9 +169,7 @@ def test_restart_and_signal_policies(alice: User, running):
 
 def test_a_corrupt_file_keeps_the_last_good_value(alice: User, running):
     alice.run("set", "x", input=b"good")
-    run = running(
-        {"app": {"command": ["sleep", "600"], "secrets": ["x"]}}, {"x": {"external": True}}
-    )
+    run = running({"app": {"command": ["sleep", "600"], "secrets": ["x"]}})
     store_file = alice.store / "x.sops.yaml"
     good_text = store_file.read_bytes()
     store_file.write_bytes(good_text[: len(good_text) // 2])  # a bad merge, a truncated pull
@@ -205,7 +195,6 @@ def test_a_stack_edit_adds_a_grant_to_one_service_only(alice: User, running):
             "a": {"command": ["sleep", "600"], "secrets": ["x"]},
             "b": {"command": ["sleep", "600"], "secrets": ["x"]},
         },
-        {"x": {"external": True}, "y": {"external": True}},
     )
     before = {s: run.containers(s) for s in ("a", "b")}
     run.stack["services"]["b"]["secrets"].append(
@@ -234,22 +223,7 @@ def test_watch_follows_a_detached_stack_and_leaves_it_running(
 ):
     alice.run("set", "x", input=b"one")
     name = project_name()
-    (alice.project / "docker-stack.yml").write_text(
-        yaml.safe_dump(
-            {
-                "services": {
-                    "app": {
-                        "image": docker_engine,
-                        "network_mode": "none",
-                        "stop_signal": "SIGKILL",
-                        "command": ["sleep", "600"],
-                        "secrets": ["x"],
-                    }
-                },
-                "secrets": {"x": {"external": True}},
-            }
-        )
-    )
+    write_stack(alice.project, docker_engine, {"app": {"secrets": ["x"]}})
     env = {
         **alice.subprocess_env(),
         "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
@@ -257,12 +231,7 @@ def test_watch_follows_a_detached_stack_and_leaves_it_running(
     }
 
     def app_reads() -> str:
-        ids = subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={name}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        ids = project_containers(name)
         return subprocess.run(
             ["docker", "exec", ids[0], "cat", "/run/secrets/x"],
             capture_output=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import User, compose_down, devsecrets, project_name
+from conftest import User, compose_down, devsecrets, project_containers, project_name, write_stack
 
 pytestmark = pytest.mark.docker
 
@@ -20,31 +20,18 @@ CANARY = b"canary-up-4be1"
 def stack(alice: User, docker_engine: str, runtime_dir: Path):
     """alice's project with a two-service stack; yields (env, project name); always cleaned."""
     name = project_name()
-    (alice.project / "docker-stack.yml").write_text(
-        yaml.safe_dump(
-            {
-                "services": {
-                    "api": {
-                        "image": docker_engine,
-                        "network_mode": "none",
-                        "command": ["sleep", "600"],
-                        "stop_signal": "SIGKILL",
-                        "secrets": [
-                            "db_password",
-                            {"source": "api_token", "target": "token", "mode": 0o400},
-                        ],
-                    },
-                    "worker": {
-                        "image": docker_engine,
-                        "network_mode": "none",
-                        "command": ["sleep", "600"],
-                        "stop_signal": "SIGKILL",
-                        "secrets": ["db_password"],
-                    },
-                },
-                "secrets": {"db_password": {"external": True}, "api_token": {"external": True}},
-            }
-        )
+    write_stack(
+        alice.project,
+        docker_engine,
+        {
+            "api": {
+                "secrets": [
+                    "db_password",
+                    {"source": "api_token", "target": "token", "mode": 0o400},
+                ]
+            },
+            "worker": {"secrets": ["db_password"]},
+        },
     )
     env = {
         **alice.subprocess_env(),
@@ -56,22 +43,9 @@ def stack(alice: User, docker_engine: str, runtime_dir: Path):
 
 
 def container(project: str, service: str) -> str:
-    out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-aq",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--filter",
-            f"label=com.docker.compose.service={service}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert len(out) == 1, f"expected one {service} container, got {out}"
-    return out[0]
+    ids = project_containers(project, service, stopped=True)
+    assert len(ids) == 1, f"expected one {service} container, got {ids}"
+    return ids[0]
 
 
 def exec_in(cid: str, script: str) -> str:
@@ -91,15 +65,7 @@ def test_missing_secrets_are_listed_before_compose_starts(alice: User, stack, ru
     )
     assert "devsecrets set api_token; devsecrets set db_password" in err
     assert not (runtime_dir / name).exists()
-    assert (
-        subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={name}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        == ""
-    )
+    assert project_containers(name, stopped=True) == []
 
 
 def test_up_mounts_exactly_each_services_secrets_and_down_wipes(
@@ -194,13 +160,7 @@ def test_sigterm_to_foreground_up_stops_compose_and_wipes(alice: User, stack, ru
     )
     deadline = time.monotonic() + 60
     while True:
-        running = subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={name}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        if len(running) == 2:
+        if len(project_containers(name)) == 2:
             break
         assert proc.poll() is None, proc.communicate()[1].decode()
         assert time.monotonic() < deadline, "containers never started"
