@@ -64,7 +64,7 @@ def materialize(project_dir: Path, layout: Layout, values: Mapping[str, bytes]) 
             path = project_dir / service.secrets_dir / relative
             expected.add(path)
             if not path.exists():
-                _make_parents(path, project_dir)
+                _make_parents(path)
                 path.touch(mode=0o444)
     _remove_unexpected(project_dir / "services", expected)
     return written
@@ -84,7 +84,7 @@ def install(project_dir: Path, path: Path, value: bytes, mounted: MountedFile) -
             and _read_as_root(path) == value
         ):
             return False
-    _make_parents(path, project_dir)
+    _make_parents(path)
     staging = project_dir / STAGING / f"{path.name}.{_random.token_hex(6)}"
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -127,10 +127,9 @@ def _make_dir(path: Path, mode: int) -> None:
         os.chmod(path, mode)
 
 
-def _make_parents(path: Path, project_dir: Path) -> None:
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o755, parents=True)
+def _make_parents(path: Path) -> None:
+    """Nested targets (/run/secrets/app/key) get 0755 directories, as the runtime makes them."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
 def _remove_unexpected(services_dir: Path, expected: set[Path]) -> None:

@@ -310,5 +310,3 @@ def _has_containers(project: str, found: compose.Compose, env: Mapping[str, str]
     )
     return out.returncode != 0 or bool(out.stdout.strip())
 
-
-__all__ = ["DevsecretsError", "Session", "prepare", "up", "down", "clean_stale"]
