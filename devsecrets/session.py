@@ -309,4 +309,3 @@ def _has_containers(project: str, found: compose.Compose, env: Mapping[str, str]
         timeout=60,
     )
     return out.returncode != 0 or bool(out.stdout.strip())
-

@@ -41,10 +41,20 @@ def is_memory_backed(path: Path) -> bool:
 
 
 def private_root(env: Mapping[str, str], *, allow_disk: bool = False) -> Path:
-    """A per-user 0700 directory on tmpfs for devsecrets' plaintext; created if missing."""
+    """A per-user 0700 directory on tmpfs for devsecrets' plaintext; created if missing.
+
+    DEVSECRETS_RUNTIME_DIR is taken as given (and refused if not on tmpfs, unless
+    `allow_disk`); otherwise `$XDG_RUNTIME_DIR/devsecrets`, then `/dev/shm/devsecrets-<uid>`."""
+    explicit = env.get("DEVSECRETS_RUNTIME_DIR")
+    if explicit:
+        chosen = Path(explicit)
+        if is_memory_backed(chosen.parent) or allow_disk:
+            return _ensure_private(chosen)
+        raise TmpfsError(
+            f"DEVSECRETS_RUNTIME_DIR={chosen} is not on a tmpfs",
+            hint="point it at a tmpfs, or pass --allow-disk to accept plaintext on disk",
+        )
     candidates: list[Path] = []
-    if env.get("DEVSECRETS_RUNTIME_DIR"):
-        candidates.append(Path(env["DEVSECRETS_RUNTIME_DIR"]))
     if env.get("XDG_RUNTIME_DIR"):
         candidates.append(Path(env["XDG_RUNTIME_DIR"]) / "devsecrets")
     candidates.append(Path("/dev/shm") / f"devsecrets-{os.getuid()}")  # noqa: S108 - checked 0700, ours

@@ -108,15 +108,30 @@ def test_sigterm_while_editing_removes_the_copy(alice: User, tmp_path: Path):
     assert CANARY not in err
 
 
-def test_a_disk_backed_runtime_dir_is_passed_over_for_tmpfs(alice: User, tmp_path: Path):
+def test_a_disk_backed_xdg_runtime_dir_is_passed_over_for_dev_shm(alice: User, tmp_path: Path):
     disk = tmp_path / "disk"
     disk.mkdir()
     if filesystem_type(disk) in ("tmpfs", "ramfs"):
         pytest.skip("tmp_path is itself on tmpfs here")
     env = {**editor(tmp_path, 'printf v > "$1"'), "XDG_RUNTIME_DIR": str(disk)}
-    result = alice.run("edit", "x", env={**env, "DEVSECRETS_RUNTIME_DIR": str(disk / "rt")})
-    assert result.exit_code == 0  # /dev/shm is still there and is used
+    assert alice.run("edit", "x", env=env).exit_code == 0
     assert logged(tmp_path)[2] in ("tmpfs", "ramfs")
+
+
+def test_an_explicit_runtime_dir_on_disk_is_refused_without_allow_disk(alice: User, tmp_path: Path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if filesystem_type(disk) in ("tmpfs", "ramfs"):
+        pytest.skip("tmp_path is itself on tmpfs here")
+    env = {**editor(tmp_path, 'printf v > "$1"'), "DEVSECRETS_RUNTIME_DIR": str(disk / "rt")}
+    refused = alice.run("edit", "x", env=env)
+    assert refused.exit_code == 1
+    assert "is not on a tmpfs" in refused.stderr
+    assert not (disk / "rt").exists()
+    allowed = alice.run("edit", "x", "--allow-disk", env=env)
+    assert allowed.exit_code == 0, allowed.stderr
+    assert "warning: --allow-disk" in allowed.stderr
+    assert not any((disk / "rt").iterdir())  # the copy was removed
 
 
 def test_core_refuses_disk_without_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
