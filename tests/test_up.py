@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -321,3 +323,31 @@ class OverrideLoader(yaml.SafeLoader):
 
 
 OverrideLoader.add_constructor("!override", lambda loader, node: loader.construct_sequence(node))
+
+
+def test_ctrl_c_to_foreground_up_stops_compose_and_wipes(alice: User, stack, runtime_dir: Path):
+    """Ctrl-C on a terminal signals the whole process group: devsecrets and compose."""
+    env, name = stack
+    alice.run("set", "db_password", input=CANARY)
+    alice.run("set", "api_token", input=b"tok")
+    from conftest import devsecrets_cmd
+
+    proc = subprocess.Popen(
+        [*devsecrets_cmd(), "up"],
+        cwd=alice.project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(project_containers(name)) != 2:
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < deadline, "containers never started"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert not (runtime_dir / name).exists()
+    assert project_containers(name) == []  # compose stopped them
