@@ -7,12 +7,14 @@ appended last). `build_argv` is pure; `run` passes compose's own exit code throu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +78,65 @@ def candidates(env: Mapping[str, str]) -> list[list[str]]:
     return found
 
 
-def find_compose(env: Mapping[str, str]) -> Compose:
+# A passed version check is remembered for a day in the runtime dir (tmpfs), keyed by the
+# binaries involved: it saves a ~50 ms process start per run, and versions only move up.
+_CACHE_TTL = 24 * 3600
+
+
+def _fingerprint(argv: list[str], env: Mapping[str, str]) -> str:
+    home = Path(env.get("HOME") or Path.home())
+    config = Path(env.get("DOCKER_CONFIG") or home / ".docker")
+    paths = [shutil.which(argv[0], path=env.get("PATH")) or argv[0], str(config / "config.json")]
+    if argv[:2] == ["docker", "compose"]:  # where the docker CLI looks for its plugins
+        plugin_dirs = [config / "cli-plugins", *map(Path, _SYSTEM_PLUGIN_DIRS)]
+        paths += [str(d / "docker-compose") for d in plugin_dirs]
+    stats = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            stats.append([path, info.st_mtime_ns, info.st_size, info.st_ino])
+        except OSError:
+            stats.append([path, None])
+    return json.dumps([argv, stats])
+
+
+_SYSTEM_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
+
+def _cached(cache: Path | None, key: str) -> tuple[int, int, int] | None:
+    if cache is None:
+        return None
+    try:
+        entry = json.loads(cache.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not entry or time.time() - entry["at"] > _CACHE_TTL:
+        return None
+    return (int(entry["version"][0]), int(entry["version"][1]), int(entry["version"][2]))
+
+
+def _remember(cache: Path | None, key: str, version: tuple[int, int, int]) -> None:
+    if cache is None:
+        return
+    with contextlib.suppress(OSError):
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({key: {"version": list(version), "at": time.time()}}))
+        tmp.replace(cache)
+
+
+def find_compose(env: Mapping[str, str], cache: Path | None = None) -> Compose:
     """The first candidate that is compose >= 2.24.4 and reports real exit codes."""
     too_old = None
     for argv in candidates(env):
+        key = _fingerprint(argv, env)
+        known = _cached(cache, key)
+        if known is not None:
+            return Compose(tuple(argv), known, argv[:2] == ["docker", "compose"])
         version = _version_of(argv, env)
         if version is None:
             continue
@@ -94,6 +151,7 @@ def find_compose(env: Mapping[str, str]) -> Compose:
                 hint="install the Docker Compose CLI plugin, or point DEVSECRETS_COMPOSE at "
                 "the real binary",
             )
+        _remember(cache, key, version)
         return Compose(tuple(argv), version, plugin)
     if too_old:
         found = ".".join(map(str, too_old[1]))

@@ -28,6 +28,7 @@ from devsecrets.stack import StackModel, read_model
 from devsecrets.tmpfs import is_memory_backed, private_root
 
 Warn = Callable[[str], None]
+COMPOSE_CACHE = ".compose-version.json"  # in the runtime root, beside the project dirs
 
 
 class MissingSecretsError(StoreError):
@@ -57,13 +58,18 @@ class Session:
 
 
 def open_project(
-    options: compose.ComposeOptions, cwd: Path, env: Mapping[str, str], *, need_engine: bool
+    options: compose.ComposeOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    *,
+    need_engine: bool,
+    cache: Path | None = None,
 ) -> tuple[compose.ComposeProject, StackModel]:
     """Find compose, read the model, check the engine. The three are independent process
     starts (~60 ms each), so they run side by side; errors are raised in that fixed order."""
     likely = compose.candidates(env)[:1]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        found_job = pool.submit(compose.find_compose, env)
+        found_job = pool.submit(compose.find_compose, env, cache)
         model_job = None
         if likely:
             guess = compose.Compose(tuple(likely[0]), (0, 0, 0), likely[0][:1] == ["docker"])
@@ -96,7 +102,8 @@ def prepare(
 
     `validate` runs `compose config` on the result; `up` skips it because compose checks the
     override itself a moment later, and reports its own error."""
-    project, model = open_project(options, cwd, env, need_engine=True)
+    root = private_root(env, allow_disk=allow_disk)
+    project, model = open_project(options, cwd, env, need_engine=True, cache=root / COMPOSE_CACHE)
     store = store_factory()
     layout = plan(model, set(store.names()))
     if layout.missing:
@@ -111,7 +118,6 @@ def prepare(
                 f"secret {name} is empty; Swarm refuses empty secrets",
                 hint=f"give it a value with `devsecrets set {name}`",
             )
-    root = private_root(env, allow_disk=allow_disk)
     if not is_memory_backed(root):
         warn(f"--allow-disk: secrets are written to disk at {root}; `devsecrets down` removes them")
     clean_stale(root, project.compose, env, keep=model.project)

@@ -108,3 +108,42 @@ def test_parse_version(text, version):
 )
 def test_is_detached(args, detached):
     assert is_detached(args) is detached
+
+
+def test_a_passed_version_check_is_remembered_until_the_binary_changes(tmp_path: Path):
+    import os
+    import time
+
+    from devsecrets.compose import find_compose
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "compose"
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = version ] && echo 2.40.3 && exit 0\nexit 1\n'
+    )
+    fake.chmod(0o755)
+    env = {"DEVSECRETS_COMPOSE": str(fake), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    cache = tmp_path / "cache.json"
+    assert find_compose(env, cache).version == (2, 40, 3)
+    assert find_compose(env, cache).version == (2, 40, 3)
+    assert calls.read_text().count("version") == 1  # the second run asked nobody
+    later = time.time() + 5
+    os.utime(fake, (later, later))  # an upgrade (or any change) of the binary
+    find_compose(env, cache)
+    assert calls.read_text().count("version") == 2
+
+
+def test_a_failed_version_check_is_not_remembered(tmp_path: Path):
+    import os
+
+    from devsecrets.compose import find_compose
+    from devsecrets.errors import ComposeError
+
+    fake = tmp_path / "compose"
+    fake.write_text("#!/bin/sh\necho 2.20.0\n")
+    fake.chmod(0o755)
+    env = {"DEVSECRETS_COMPOSE": str(fake), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    cache = tmp_path / "cache.json"
+    with pytest.raises(ComposeError, match="needs compose >= 2.24.4"):
+        find_compose(env, cache)
+    assert not cache.exists()
