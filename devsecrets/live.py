@@ -96,7 +96,9 @@ class LiveStack:
     def stack_paths(self) -> set[Path]:
         project = self.session.project
         paths = {p.resolve() for p in project.files}
-        paths.add((self.session.cwd / ".env").resolve())
+        # compose reads .env from the working dir and from the project dir (the first file's)
+        for directory in {self.session.cwd, *(p.parent for p in project.files[:1])}:
+            paths.add((directory / ".env").resolve())
         return paths
 
     def directories(self) -> list[Path]:
