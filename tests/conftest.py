@@ -258,11 +258,9 @@ def write_stack(
         spec.setdefault("network_mode", "none")
         spec.setdefault("stop_signal", "SIGKILL")
         spec.setdefault("command", ["sleep", "600"])
-    stack = {
-        "services": services,
-        "secrets": {n: {"external": True} for n in names},
-        **(extra or {}),
-    }
+    extra = dict(extra or {})
+    secrets = {n: {"external": True} for n in names} | extra.pop("secrets", {})  # extra wins
+    stack = {"services": services, "secrets": secrets, **extra}
     (project_dir / "docker-stack.yml").write_text(yaml.safe_dump(stack))
     return stack
 

@@ -282,3 +282,22 @@ def test_watch_follows_a_detached_stack_and_leaves_it_running(
         assert not (runtime_dir / name).exists()
     finally:
         compose_down(name, alice.project)
+
+
+def test_a_rotation_pulled_through_env_reaches_the_container(alice: User, running):
+    """`name: db_password_${DB_VERSION}` and a .env bump (a teammate's rotation, pulled)."""
+    alice.run("set", "db_password_v1", input=b"first")
+    alice.run("set", "db_password_v2", input=b"second")
+    (alice.project / ".env").write_text("DB_VERSION=v1\n")
+    run = running(
+        {"app": {"secrets": ["db_password"]}},
+        extra={"secrets": {"db_password": {"external": True, "name": "db_password_${DB_VERSION}"}}},
+    )
+    assert run.exec("app", "cat /run/secrets/db_password") == "first"
+    before = run.containers("app")
+    (alice.project / ".env").write_text("DB_VERSION=v2\n")
+    run.wait(
+        lambda: run.exec("app", "cat /run/secrets/db_password") == "second", "the rotated value"
+    )
+    assert run.containers("app") == before  # same path, same mount: swapped live
+    assert "db_password_v2 changed → app" in run.stop()
