@@ -17,7 +17,7 @@ from typing import Any
 from devsecrets import compose, materialize
 from devsecrets.errors import DevsecretsError, StackError, UsageProblem
 from devsecrets.layout import Layout, plan
-from devsecrets.render import render, to_yaml
+from devsecrets.session import publish_override
 from devsecrets.stack import read_model
 from devsecrets.store import RECIPIENTS_FILE, SUFFIX
 
@@ -90,10 +90,12 @@ class LiveStack:
         self.policies = policies(session.model.on_change, self.cli_policies)
         # what the running containers were created with: `up` creates them from this render
         self.applied_blocks: dict[str, str] = session.blocks
+        # fixed for the session (the file list is resolved once), asked for on every event
+        self.stack_files = self._stack_paths()
 
     # -- what to watch --------------------------------------------------------------------
 
-    def stack_paths(self) -> set[Path]:
+    def _stack_paths(self) -> set[Path]:
         project = self.session.project
         paths = {p.resolve() for p in project.files}
         # compose reads .env from the working dir and from the project dir (the first file's)
@@ -102,26 +104,20 @@ class LiveStack:
         return paths
 
     def directories(self) -> list[Path]:
-        return [self.store.root, *{p.parent for p in self.stack_paths()}]
+        return [self.store.root, *{p.parent for p in self.stack_files}]
 
     def wanted(self, path: Path) -> bool:
         if path.name.startswith("."):  # temp files, editors' swap files, the lock
-            return path.name == ".env" and path.resolve() in self.stack_paths()
+            return path.name == ".env" and path.resolve() in self.stack_files
         if path.parent.resolve() == self.store.root.resolve():
             return path.name.endswith(SUFFIX) or path.name == RECIPIENTS_FILE
-        return path.resolve() in self.stack_paths()
+        return path.resolve() in self.stack_files
 
     def catch_up(self) -> None:
         """For `watch` on a stack started earlier: apply what changed since its last render."""
         session = self.session
-        before, after = session.previous_blocks, session.blocks
-        changed = sorted(s for s in after if before and before.get(s) != after[s])
-        self.applied_blocks = after
-        if changed:
-            ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *changed])
-            self.report(
-                f"stack changed → {', '.join(changed)} ({'recreated' if ok else 'recreate failed'})"
-            )
+        # no earlier render recorded: nothing to compare, the containers are what `up` made
+        changed = self._recreate(session.previous_blocks or session.blocks, session.blocks)
         self._apply_values(session.written, skip=set(changed))
 
     # -- one batch ------------------------------------------------------------------------
@@ -129,7 +125,7 @@ class LiveStack:
     def on_batch(self, paths: set[Path]) -> None:
         """The watcher's callback: never lets an error out (the stack keeps running)."""
         try:
-            self.reconcile(stack_changed=any(p.resolve() in self.stack_paths() for p in paths))
+            self.reconcile(stack_changed=any(p.resolve() in self.stack_files for p in paths))
         except DevsecretsError as e:
             self.report(f"error: {e.message}; still serving the last good values")
         except Exception as e:  # noqa: BLE001 - a watcher bug must not stop the stack
@@ -190,22 +186,21 @@ class LiveStack:
     def _apply_layout(self, layout: Layout) -> list[str]:
         session = self.session
         session.layout = layout
-        before = self.applied_blocks
-        after = session.blocks
-        override = to_yaml(render(layout, session.project_dir))
-        materialize.write_text(session.project_dir, materialize.OVERRIDE, override)
-        state = materialize.read_state(session.project_dir)
-        materialize.write_state(session.project_dir, {**state, "blocks": after})
-        self.applied_blocks = after
+        _, session.blocks = publish_override(session.project_dir, layout)
+        changed = self._recreate(self.applied_blocks, session.blocks)
+        if not changed:
+            self.report("stack changed → secrets updated in place")
+        return changed
+
+    def _recreate(self, before: Mapping[str, str], after: dict[str, str]) -> list[str]:
+        """Recreate the services whose mounts differ between two renders; returns them."""
         changed = sorted(s for s in after if before.get(s) != after[s])
         changed += sorted(s for s in before if s not in after)  # no secrets any more
+        self.applied_blocks = after
         if changed:
             ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *changed])
-            self.report(
-                f"stack changed → {', '.join(changed)} ({'recreated' if ok else 'recreate failed'})"
-            )
-        else:
-            self.report("stack changed → secrets updated in place")
+            outcome = "recreated" if ok else "recreate failed"
+            self.report(f"stack changed → {', '.join(changed)} ({outcome})")
         return changed
 
     def _apply_values(self, written: list[materialize.Written], skip: set[str]) -> None:

@@ -162,7 +162,9 @@ def read_state(project_dir: Path) -> dict[str, Any]:
     return state
 
 
-def write_state(project_dir: Path, state: Mapping[str, Any]) -> None:
+def update_state(project_dir: Path, **changes: Any) -> None:
+    """Merge `changes` into the project's state.json (who runs it, what was rendered)."""
+    state = {**read_state(project_dir), **changes}
     write_text(project_dir, STATE, json.dumps(state, indent=2, sort_keys=True))
 
 

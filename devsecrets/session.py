@@ -47,11 +47,8 @@ class Session:
     created_dir: bool
     written: list[materialize.Written] = field(default_factory=list)
     values: dict[str, bytes] = field(default_factory=dict, repr=False)
-    previous_blocks: dict[str, str] = field(default_factory=dict)  # from the last render
-
-    @property
-    def blocks(self) -> dict[str, str]:
-        return service_blocks(self.layout, self.project_dir)
+    blocks: dict[str, str] = field(default_factory=dict)  # this render, see publish_override
+    previous_blocks: dict[str, str] = field(default_factory=dict)  # the render before it
 
     def argv(self, command: Sequence[str]) -> list[str]:
         return compose.build_argv(self.project, self.override, command)
@@ -128,9 +125,7 @@ def prepare(
         written = materialize.materialize(project_dir, layout, values)
         for line in materialize.owner_warnings(layout):
             warn(line)
-        override = materialize.write_text(
-            project_dir, materialize.OVERRIDE, to_yaml(render(layout, project_dir))
-        )
+        override, blocks = publish_override(project_dir, layout)
         if validate:
             compose.validate_override(project, override, env, cwd)
     except BaseException:
@@ -139,22 +134,23 @@ def prepare(
         raise
     session = Session(project, model, layout, project_dir, override, cwd, env, created, written)
     session.values = values
+    session.blocks = blocks
     session.previous_blocks = previous_blocks
-    state = materialize.read_state(project_dir)
-    materialize.write_state(
-        project_dir, {**state, "blocks": session.blocks, "project": model.project}
-    )
     return session
 
 
-def service_blocks(layout: Layout, project_dir: Path) -> dict[str, str]:
-    """A digest of each service's part of the override: when it changes, compose must
-    recreate that service's containers (new mounts); when only files change, nothing must."""
-    rendered = render(layout, project_dir)["services"]
-    return {
-        name: hashlib.sha256(json.dumps(block, sort_keys=True, default=list).encode()).hexdigest()
-        for name, block in rendered.items()
+def publish_override(project_dir: Path, layout: Layout) -> tuple[Path, dict[str, str]]:
+    """Render once: write the override and record a digest of each service's part of it.
+    When a service's digest changes, compose must recreate its containers (new mounts);
+    when only files change, nothing must."""
+    rendered = render(layout, project_dir)
+    override = materialize.write_text(project_dir, materialize.OVERRIDE, to_yaml(rendered))
+    blocks = {
+        name: hashlib.sha256(json.dumps(block, sort_keys=True).encode()).hexdigest()
+        for name, block in rendered["services"].items()
     }
+    materialize.update_state(project_dir, blocks=blocks, project=layout.project)
+    return override, blocks
 
 
 def _missing_error(layout: Layout) -> MissingSecretsError:
@@ -183,15 +179,7 @@ def up(
 ) -> int:
     """`compose up ARGS` with the override. A foreground run wipes the secrets when it ends."""
     detached = is_detached(args)
-    materialize.write_state(
-        session.project_dir,
-        {
-            "pid": os.getpid(),
-            "detached": detached,
-            "project": session.model.project,
-            "blocks": session.blocks,
-        },
-    )
+    materialize.update_state(session.project_dir, pid=os.getpid(), detached=detached)
     if detached:
         code = compose.run(session.argv(["up", *args]), session.env, session.cwd)
         if code != 0 and session.created_dir:
