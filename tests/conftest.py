@@ -265,6 +265,35 @@ def write_stack(
     return stack
 
 
+def start_foreground_up(
+    cwd: Path,
+    env: dict[str, str],
+    project: str,
+    containers: int,
+    *args: str,
+    new_session: bool = False,
+) -> subprocess.Popen:
+    """`devsecrets up ARGS` in the background, returned once `containers` of `project` run."""
+    import time
+
+    proc = subprocess.Popen(
+        [*devsecrets_cmd(), "up", *args],
+        cwd=cwd,
+        env=env,
+        start_new_session=new_session,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(project_containers(project)) != containers:
+        if proc.poll() is not None:
+            raise AssertionError(f"devsecrets up exited: {proc.communicate()[1].decode()}")
+        assert time.monotonic() < deadline, "containers never started"
+        time.sleep(0.1)
+    return proc
+
+
 def compose_down(project: str, cwd: Path) -> None:
     """Remove a test project's containers whatever state the test left them in."""
     ids = project_containers(project, stopped=True)

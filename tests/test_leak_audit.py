@@ -7,7 +7,6 @@ import os
 import secrets
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,8 @@ from conftest import (
     User,
     compose_down,
     devsecrets,
-    devsecrets_cmd,
-    project_containers,
     project_name,
+    start_foreground_up,
     write_stack,
 )
 
@@ -98,21 +96,8 @@ def test_the_canary_is_nowhere_but_tmpfs_and_gone_after_down(
             check=True,
         ).stdout.strip()
     )
-    up = subprocess.Popen(
-        [*devsecrets_cmd(), "up"],
-        cwd=alice.project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
+    up = start_foreground_up(alice.project, env, name, 1)
     try:
-        deadline = time.monotonic() + 60
-        while not project_containers(name):
-            assert up.poll() is None, "devsecrets up ended early"
-            assert time.monotonic() < deadline, "container never started"
-            time.sleep(0.2)
-
         # positive control: the search finds it where it must be, in the runtime dir
         assert files_containing(canary, [runtime_dir])
         assert not files_containing(canary, [runtime_dir / name / "override.yml"])

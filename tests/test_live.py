@@ -15,6 +15,7 @@ from conftest import (
     devsecrets_cmd,
     project_containers,
     project_name,
+    start_foreground_up,
     write_stack,
 )
 
@@ -52,15 +53,7 @@ class Running:
             "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
             "COMPOSE_PROJECT_NAME": self.name,
         }
-        self.proc = subprocess.Popen(
-            [*devsecrets_cmd(), "up", *args],
-            cwd=user.project,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
-        self.wait(lambda: len(self.containers()) == len(services), "containers to start")
+        self.proc = start_foreground_up(user.project, self.env, self.name, len(services), *args)
 
     def write_stack(self) -> None:
         self.stack = write_stack(self.user.project, self.image, self.stack["services"], self.extra)

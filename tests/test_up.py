@@ -6,12 +6,19 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import User, compose_down, devsecrets, project_containers, project_name, write_stack
+from conftest import (
+    User,
+    compose_down,
+    devsecrets,
+    project_containers,
+    project_name,
+    start_foreground_up,
+    write_stack,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -150,23 +157,7 @@ def test_sigterm_to_foreground_up_stops_compose_and_wipes(alice: User, stack, ru
     env, name = stack
     alice.run("set", "db_password", input=CANARY)
     alice.run("set", "api_token", input=b"tok")
-    from conftest import devsecrets_cmd
-
-    proc = subprocess.Popen(
-        [*devsecrets_cmd(), "up"],
-        cwd=alice.project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        if len(project_containers(name)) == 2:
-            break
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        assert time.monotonic() < deadline, "containers never started"
-        time.sleep(0.2)
+    proc = start_foreground_up(alice.project, env, name, 2)
     assert (runtime_dir / name / "services").exists()
     proc.terminate()
     proc.communicate(timeout=60)
@@ -330,22 +321,7 @@ def test_ctrl_c_to_foreground_up_stops_compose_and_wipes(alice: User, stack, run
     env, name = stack
     alice.run("set", "db_password", input=CANARY)
     alice.run("set", "api_token", input=b"tok")
-    from conftest import devsecrets_cmd
-
-    proc = subprocess.Popen(
-        [*devsecrets_cmd(), "up"],
-        cwd=alice.project,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while len(project_containers(name)) != 2:
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        assert time.monotonic() < deadline, "containers never started"
-        time.sleep(0.2)
+    proc = start_foreground_up(alice.project, env, name, 2, new_session=True)
     os.killpg(proc.pid, signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
