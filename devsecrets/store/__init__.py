@@ -211,7 +211,7 @@ class Store:
         if key is None:
             raise DecryptError(
                 f"none of your identities can open {where}; its recipients: "
-                f"{', '.join(self._member_names(doc)) or 'none'}",
+                f"{', '.join(self._member_names(doc, self.recipients())) or 'none'}",
                 hint="ask one of them to run `devsecrets recipients add YOU KEY`",
             )
         leaf = None if doc.value == "" else cipher.parse_leaf(doc.value, where)
@@ -230,17 +230,17 @@ class Store:
     def info(self, name: str) -> SecretInfo:
         doc = self._load(name)
         size = 0 if doc.value == "" else len(cipher.parse_leaf(doc.value, self._where(name)).data)
-        wanted = set(self.recipients().values())
+        members = self.recipients()  # read once: `ls` calls this for every secret
         return SecretInfo(
             name=name,
             size=size,
             lastmodified=doc.lastmodified,
-            recipients=tuple(self._member_names(doc)),
-            stale={s.recipient for s in doc.age} != wanted,
+            recipients=tuple(self._member_names(doc, members)),
+            stale={s.recipient for s in doc.age} != set(members.values()),
         )
 
-    def _member_names(self, doc: SopsDocument) -> list[str]:
-        by_key = {v: k for k, v in self.recipients().items()}
+    def _member_names(self, doc: SopsDocument, members: Mapping[str, str]) -> list[str]:
+        by_key = {v: k for k, v in members.items()}
         return [by_key.get(s.recipient, s.recipient[:16] + "…") for s in doc.age]
 
     # -- writing -------------------------------------------------------------------------
