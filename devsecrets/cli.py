@@ -127,13 +127,19 @@ def init(app: App, member: str | None) -> None:
 def set_(
     app: App, name: str, from_file: Path | None, generate: bool, length: int, alphabet: str
 ) -> None:
-    """Store a secret. The value comes from stdin (exact bytes), --from-file or --generate.
+    """Store a secret. On a terminal, asks for the value twice without showing it.
+
+    Otherwise the value comes from --from-file, --generate or stdin, as exact bytes (a
+    trailing newline is kept). Never type a value on the command line: it stays in your
+    shell history and in the process list.
 
     \b
     Examples:
-      printf %s 's3cret' | devsecrets set db_password
+      devsecrets set db_password                  # prompts, hidden, asks twice
       devsecrets set tls_key --from-file server.key
       devsecrets set api_token --generate --length 40
+      devsecrets set tls_cert < cert.pem          # stdin from a file
+      pass show shop/db | devsecrets set db_password   # stdin from another command
     """
     from devsecrets.store import validate_name
 
@@ -219,8 +225,22 @@ def edit(app: App, name: str, allow_disk: bool) -> None:
         editor_command(app.env),
         scratch,
         confirm_empty=lambda: click.confirm(f"{name} is now empty; store an empty value?"),
+        strip_newline=lambda: _strip_newline(name),
     )
     _say(f"{name}: {'stored' if changed else 'unchanged, nothing written'}")
+
+
+def _strip_newline(name: str) -> bool:
+    """Asked when the editor added a trailing newline the old value lacked."""
+    if sys.stdin.isatty():
+        return click.confirm(
+            f"your editor added a trailing newline to {name}; strip it?", default=True, err=True
+        )
+    _say(
+        f"devsecrets: note: your editor added a trailing newline to {name}; kept it "
+        "(not a terminal; strip it by re-running on a terminal, or use `devsecrets set`)"
+    )
+    return False
 
 
 @cli.group()

@@ -39,8 +39,12 @@ def edit_secret(
     editor: list[str],
     private_dir: Path,
     confirm_empty: Callable[[], bool],
+    strip_newline: Callable[[], bool] = lambda: False,
 ) -> bool:
-    """Edit `name` (new if absent); returns True when the store was written."""
+    """Edit `name` (new if absent); returns True when the store was written.
+
+    When the editor added a trailing newline the old value did not have (most do),
+    `strip_newline()` decides whether it goes; by default it stays."""
     validate_name(name)
     try:
         before = store.read(name, identities).value
@@ -55,12 +59,24 @@ def edit_secret(
         if result.returncode != 0:
             raise EditError(f"editor exited with code {result.returncode}; nothing stored")
         after = path.read_bytes()
+    if added_newline(before, after) and strip_newline():
+        after = after[:-1]
     if after == before:
         return False
     if after == b"" and not confirm_empty():
         raise EditError("empty value; nothing stored")
     validate_size(after)
     return store.write(name, after, identities)
+
+
+def added_newline(before: bytes | None, after: bytes) -> bool:
+    """The editor appended a newline the old value lacked. For a new secret, only a one-line
+    value counts: a typed password, not a PEM file that should end in a newline."""
+    if not after.endswith(b"\n") or after.endswith(b"\r\n"):
+        return False
+    if before is None:
+        return after.count(b"\n") == 1 and len(after) > 1
+    return not before.endswith(b"\n") and after[:-1] != b""
 
 
 @contextlib.contextmanager

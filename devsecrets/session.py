@@ -25,6 +25,7 @@ from devsecrets.errors import ComposeError, DevsecretsError, StoreError, UsagePr
 from devsecrets.layout import Layout, plan
 from devsecrets.render import render, to_yaml
 from devsecrets.stack import StackModel, read_model
+from devsecrets.suggest import closest
 from devsecrets.tmpfs import is_memory_backed, private_root
 
 Warn = Callable[[str], None]
@@ -104,7 +105,7 @@ def prepare(
     store = store_factory()
     layout = plan(model, set(store.names()))
     if layout.missing:
-        raise _missing_error(layout)
+        raise _missing_error(layout, store.names())
     for line in layout.warnings:
         warn(line)
     identities = identities_factory()
@@ -153,12 +154,14 @@ def publish_override(project_dir: Path, layout: Layout) -> tuple[Path, dict[str,
     return override, blocks
 
 
-def _missing_error(layout: Layout) -> MissingSecretsError:
+def _missing_error(layout: Layout, known: Sequence[str]) -> MissingSecretsError:
     names = ", ".join(f"{n} ({', '.join(s)})" for n, s in layout.missing.items())
     commands = "; ".join(f"devsecrets set {n}" for n in layout.missing)
+    typos = [f"{n}: did you mean {m!r}?" for n in layout.missing if (m := closest(n, known))]
+    hint = f"{'; '.join(typos)} (a typo in the stack file?)" if typos else None
     return MissingSecretsError(
         f"the stack needs {len(layout.missing)} secret(s) the store lacks: {names}",
-        hint=f"add them: {commands}",
+        hint=hint or f"add them: {commands}",
     )
 
 

@@ -29,6 +29,11 @@ SOPS_VARS = (
 )
 
 
+# Tests give each user their own HOME; the invoking user's Docker config (where a compose
+# plugin in ~/.docker/cli-plugins lives) must stay visible, so every env we build keeps it.
+DOCKER_CONFIG = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+
+
 @dataclass
 class Result:
     exit_code: int
@@ -86,6 +91,7 @@ def make_user(tmp_path: Path, name: str, project: Path) -> User:
     home.mkdir()
     env: dict[str, str | None] = {k: None for k in SOPS_VARS}
     env["HOME"] = str(home)
+    env["DOCKER_CONFIG"] = DOCKER_CONFIG
     env["USER"] = name
     return User(home=home, project=project, env=env)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import DOCKER_CONFIG
 
 from devsecrets.compose import (
     Compose,
@@ -122,7 +123,12 @@ def test_a_passed_version_check_is_remembered_until_the_binary_changes(tmp_path:
         f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = version ] && echo 2.40.3 && exit 0\nexit 1\n'
     )
     fake.chmod(0o755)
-    env = {"DEVSECRETS_COMPOSE": str(fake), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    env = {
+        "DEVSECRETS_COMPOSE": str(fake),
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DOCKER_CONFIG": DOCKER_CONFIG,
+    }
     cache = tmp_path / "cache.json"
     assert find_compose(env, cache).version == (2, 40, 3)
     assert find_compose(env, cache).version == (2, 40, 3)
@@ -142,7 +148,12 @@ def test_a_failed_version_check_is_not_remembered(tmp_path: Path):
     fake = tmp_path / "compose"
     fake.write_text("#!/bin/sh\necho 2.20.0\n")
     fake.chmod(0o755)
-    env = {"DEVSECRETS_COMPOSE": str(fake), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    env = {
+        "DEVSECRETS_COMPOSE": str(fake),
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DOCKER_CONFIG": DOCKER_CONFIG,
+    }
     cache = tmp_path / "cache.json"
     with pytest.raises(ComposeError, match="needs compose >= 2.24.4"):
         find_compose(env, cache)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import User, devsecrets_cmd
+from conftest import DOCKER_CONFIG, User, devsecrets_cmd
 
 from devsecrets.tmpfs import filesystem_type
 
@@ -139,7 +139,7 @@ def test_core_refuses_disk_without_opt_in(tmp_path: Path, monkeypatch: pytest.Mo
     from devsecrets.errors import TmpfsError
 
     monkeypatch.setattr(tmpfs, "is_memory_backed", lambda path: False)
-    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path), "DOCKER_CONFIG": DOCKER_CONFIG}
     with pytest.raises(TmpfsError, match="no tmpfs for plaintext"):
         tmpfs.private_root(env)
     chosen = tmpfs.private_root(env, allow_disk=True)

@@ -61,3 +61,42 @@ def test_shell_helper_exports_from_the_file(tmp_path: Path):
         check=True,
     )
     assert out.stdout == "s3"
+
+
+def test_tests_that_change_home_keep_the_docker_config():
+    """A compose plugin in ~/.docker/cli-plugins must stay visible when a test moves HOME:
+    every env dict with HOME also has DOCKER_CONFIG (or spreads one that has it), except
+    the extra env of `User.run`, which is merged over the user's own."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        merged = {
+            id(kw.value)
+            for call in ast.walk(tree)
+            if isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "run"
+            and not (isinstance(call.func.value, ast.Name) and call.func.value.id == "subprocess")
+            for kw in call.keywords
+            if kw.arg == "env"
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Dict) or id(node) in merged:
+                continue
+            keys = [k.value if isinstance(k, ast.Constant) else k for k in node.keys]
+            if "HOME" in keys and "DOCKER_CONFIG" not in keys and None not in keys:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, f"env with HOME but no DOCKER_CONFIG: {offenders}"
+
+
+def test_user_env_points_at_the_invoking_users_docker_config(tmp_path: Path):
+    import os
+
+    from conftest import make_user
+
+    user = make_user(tmp_path, "carol", tmp_path)
+    expected = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    assert user.env["HOME"] != str(Path.home())
+    assert user.env["DOCKER_CONFIG"] == expected

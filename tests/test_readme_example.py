@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import compose_down
+from conftest import DOCKER_CONFIG, compose_down
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,7 @@ def test_readme_main_command_runs_the_example(
     env = {
         "PATH": subprocess.os.environ["PATH"],
         "HOME": str(tmp_path),
+        "DOCKER_CONFIG": DOCKER_CONFIG,
         "DOCKER_HOST": subprocess.os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
         "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
         "DEMO_IMAGE": docker_engine,

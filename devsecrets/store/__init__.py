@@ -32,6 +32,7 @@ from devsecrets.errors import (
 from devsecrets.keys import Identities
 from devsecrets.store import age, cipher, sopsfile
 from devsecrets.store.sopsfile import YAML_LOADER, AgeStanza, SopsDocument
+from devsecrets.suggest import did_you_mean
 
 STORE_DIR = ".devsecrets"
 SUFFIX = ".sops.yaml"
@@ -181,14 +182,18 @@ class Store:
     def _where(self, name: str) -> str:
         return str(self.path_for(name))
 
+    def _not_found(self, name: str, *, suggest_set: bool = True) -> SecretNotFoundError:
+        """A typo of an existing name points at it; only a new name suggests `set`."""
+        guess = did_you_mean(name, self.names())
+        hint = f"add it with `devsecrets set {name}`" if suggest_set and not guess else None
+        return SecretNotFoundError(f"no secret {name!r} in {self.root}{guess}", hint=hint)
+
     def _load(self, name: str) -> SopsDocument:
         path = self.path_for(name)
         try:
             text = path.read_bytes()
         except FileNotFoundError as e:
-            raise SecretNotFoundError(
-                f"no secret {name!r} in {self.root}", hint=f"add it with `devsecrets set {name}`"
-            ) from e
+            raise self._not_found(name) from e
         try:
             doc = sopsfile.parse(text, str(path))
         except IntegrityError as e:
@@ -304,7 +309,7 @@ class Store:
         path = self.path_for(name)
         with self.lock():
             if not path.exists():
-                raise SecretNotFoundError(f"no secret {name!r} in {self.root}")
+                raise self._not_found(name, suggest_set=False)
             path.unlink()
             _fsync_dir(self.root)
 
