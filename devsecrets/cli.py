@@ -92,7 +92,9 @@ def init(app: App, member: str | None) -> None:
     if identities.public:
         recipient = identities.public[0]
     else:
-        key_file = default_key_file(app.env)
+        # sops users point SOPS_AGE_KEY_FILE at where they want their key: create it there.
+        named = app.env.get("SOPS_AGE_KEY_FILE")
+        key_file = Path(named) if named else default_key_file(app.env)
         if key_file.exists():
             raise DevsecretsError(
                 f"{key_file} exists but holds no usable age identity",
@@ -111,6 +113,28 @@ def init(app: App, member: str | None) -> None:
     else:
         _say("you are already a recipient")
     _say("next: `devsecrets set NAME` and commit .devsecrets/")
+
+
+@cli.command()
+@pass_app
+def whoami(app: App) -> None:
+    """Your identities: recipient name(s) in this store, public key, where each was found.
+
+    Works outside a store too; then no names are shown. Prints public keys only.
+    """
+    from devsecrets.errors import StoreNotFoundError
+    from devsecrets.store.join import whoami as who
+
+    try:
+        members = app.store().recipients()
+    except StoreNotFoundError:
+        members = None
+    rows = who(app.identities(), members)
+    if not rows:
+        app.identities().require()
+    for row in rows:
+        names = ", ".join(row.names) or ("(not a recipient)" if members is not None else "-")
+        click.echo(f"{names}  {row.public or '(public key unknown)'}  {row.source}")
 
 
 @cli.command("set")
@@ -185,7 +209,12 @@ def ls(app: App, as_json: bool) -> None:
         return
     width = max(len(i.name) for i in infos)
     for info in infos:
-        mark = "  (stale recipients: run `devsecrets rekey`)" if info.stale else ""
+        mark = (
+            "  (keys differ from recipients.yaml: the next write repairs it; "
+            "`devsecrets rekey` repairs all)"
+            if info.stale
+            else ""
+        )
         click.echo(
             f"{info.name:<{width}}  {info.size:>7} B  {info.lastmodified}  "
             f"{', '.join(info.recipients)}{mark}"

@@ -24,6 +24,8 @@ class Identities:
     public: list[str] = field(default_factory=list)  # recipients we can derive (for init)
     tried: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # (public key or None when it cannot be derived, where the identity was found), per key
+    origins: list[tuple[str | None, str]] = field(default_factory=list)
 
     def __repr__(self) -> str:  # never show key material
         return f"Identities({len(self.keys)} keys from {', '.join(self.tried)})"
@@ -119,6 +121,7 @@ def _load_age_text(text: str, source: str, found: Identities) -> None:
                 continue
             found.keys.append(identity)
             found.public.append(str(identity.to_public()))
+            found.origins.append((found.public[-1], source))
 
 
 def _load_ssh(path: Path, found: Identities) -> None:
@@ -129,8 +132,11 @@ def _load_ssh(path: Path, found: Identities) -> None:
         return
     found.keys.append(identity)
     pub = path.with_name(path.name + ".pub")
+    public = None
     if path.name != "id_rsa" and pub.is_file():
-        found.public.append(" ".join(pub.read_text().split()[:2]))
+        public = " ".join(pub.read_text().split()[:2])
+        found.public.append(public)
+    found.origins.append((public, str(path)))
 
 
 def create_key_file(path: Path, now: str) -> str:

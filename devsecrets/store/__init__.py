@@ -212,20 +212,16 @@ class Store:
     def _open(self, name: str, identities: Identities) -> _Opened:
         doc = self._load(name)
         where = self._where(name)
-        key = age.unwrap(doc.age, identities.require().keys)
-        if key is None:
+        opened = unseal(doc, identities.require(), where)
+        if opened is None:
             raise DecryptError(
-                f"none of your identities can open {where}; its recipients: "
+                f"none of your identities can open {where}; "
+                f"yours: {describe_identities(identities)}; its recipients: "
                 f"{', '.join(self._member_names(doc, self.recipients())) or 'none'}",
-                hint="ask one of them to run `devsecrets recipients add YOU KEY`",
+                hint="send a member your public key (`devsecrets whoami`) and ask them to run "
+                "`devsecrets recipients add YOU KEY`, or run `devsecrets init` to request access",
             )
-        leaf = None if doc.value == "" else cipher.parse_leaf(doc.value, where)
-        plaintext = b"" if leaf is None else cipher.decrypt(key, leaf, f"{name}:".encode(), where)
-        stored_mac = cipher.parse_leaf(doc.mac, where + " (mac)")
-        mac = cipher.decrypt(key, stored_mac, doc.lastmodified.encode(), where)
-        if not cipher.macs_equal(mac.decode(errors="replace"), cipher.mac_hex([plaintext])):
-            raise IntegrityError(f"integrity check failed for {where}: MAC mismatch")
-        return _Opened(doc=doc, key=key, plaintext=plaintext, leaf=leaf)
+        return opened
 
     def read(self, name: str, identities: Identities) -> Secret:
         opened = self._open(name, identities)
@@ -269,40 +265,25 @@ class Store:
         old: _Opened | None = None
         if self.path_for(name).exists():
             old = self._open(name, identities)
+        key: bytes | None = None
+        stanzas: list[AgeStanza] = []
+        iv = None
         if old is not None and not rotate:
             have = [s.recipient for s in old.doc.age]
-            same_type = old.leaf is None or old.leaf.type == "str"
-            if old.plaintext == value and same_type and have == wanted:
-                return False
-            if set(have) <= set(wanted):
-                key = old.key  # keep the data key: only the changed lines show in git diff
+            same = old.plaintext == value and (old.leaf is None or old.leaf.type == "str")
+            if same and have == wanted:
+                return False  # byte for byte as it is
+            if same and set(have) <= set(wanted):
+                # Only members to add, same value: whoever holds this data key already knows
+                # this value, so keeping it (and the value's line) leaks nothing new.
+                key = old.key
                 kept = {s.recipient: s for s in old.doc.age}
                 stanzas = [kept.get(r) or age.wrap(key, r) for r in wanted]
-            else:  # someone left: they must not be able to read what is written from now on
-                key, stanzas = _fresh_key(wanted)
-        else:
-            key, stanzas = _fresh_key(wanted)
-        reuse_iv = (
-            old is not None
-            and old.key == key
-            and old.leaf is not None
-            and old.leaf.type == "str"
-            and old.plaintext == value
-        )
-        iv = old.leaf.iv if reuse_iv and old and old.leaf else None
-        aad = f"{name}:".encode()
-        encrypted = "" if value == b"" else cipher.format_leaf(cipher.encrypt(key, value, aad, iv))
-        now = sopsfile.format_time(datetime.now(UTC))
-        mac = cipher.encrypt(key, cipher.mac_hex([value]).encode(), now.encode())
-        doc = SopsDocument(
-            name=name,
-            value=encrypted,
-            age=tuple(stanzas),
-            lastmodified=now,
-            mac=cipher.format_leaf(mac),
-            version=sopsfile.newer_version(old.doc.version if old else ""),
-        )
-        _atomic_write(self.path_for(name), sopsfile.emit(doc))
+                iv = old.leaf.iv if old.leaf is not None else None
+        # A new value, or someone left, or a key we do not know: always a fresh data key. A
+        # data key found in a file may have been planted by whoever committed it.
+        data = seal(name, value, wanted, key, stanzas, iv, old.doc.version if old else "")
+        _atomic_write(self.path_for(name), data)
         return True
 
     def remove(self, name: str) -> None:
@@ -380,6 +361,56 @@ class Store:
 
 
 Progress = Callable[[int, int], None]
+
+
+def describe_identities(identities: Identities) -> str:
+    """`age1abc… (from FILE)` per identity; public keys only, never key material."""
+    return ", ".join(
+        f"{public or 'public key unknown'} (from {source})" for public, source in identities.origins
+    )
+
+
+def unseal(doc: SopsDocument, identities: Identities, where: str) -> _Opened | None:
+    """Decrypt and verify one document; None when no identity opens it."""
+    key = age.unwrap(doc.age, identities.keys)
+    if key is None:
+        return None
+    leaf = None if doc.value == "" else cipher.parse_leaf(doc.value, where)
+    aad = f"{doc.name}:".encode()
+    plaintext = b"" if leaf is None else cipher.decrypt(key, leaf, aad, where)
+    stored_mac = cipher.parse_leaf(doc.mac, where + " (mac)")
+    mac = cipher.decrypt(key, stored_mac, doc.lastmodified.encode(), where)
+    if not cipher.macs_equal(mac.decode(errors="replace"), cipher.mac_hex([plaintext])):
+        raise IntegrityError(f"integrity check failed for {where}: MAC mismatch")
+    return _Opened(doc=doc, key=key, plaintext=plaintext, leaf=leaf)
+
+
+def seal(
+    name: str,
+    value: bytes,
+    recipients: list[str],
+    key: bytes | None = None,
+    stanzas: list[AgeStanza] | None = None,
+    iv: bytes | None = None,
+    old_version: str = "",
+) -> bytes:
+    """The file text for `value`, under a fresh data key unless one is passed with its stanzas."""
+    if key is None or not stanzas:
+        key, stanzas = _fresh_key(recipients)
+        iv = None
+    aad = f"{name}:".encode()
+    encrypted = "" if value == b"" else cipher.format_leaf(cipher.encrypt(key, value, aad, iv))
+    now = sopsfile.format_time(datetime.now(UTC))
+    mac = cipher.encrypt(key, cipher.mac_hex([value]).encode(), now.encode())
+    doc = SopsDocument(
+        name=name,
+        value=encrypted,
+        age=tuple(stanzas),
+        lastmodified=now,
+        mac=cipher.format_leaf(mac),
+        version=sopsfile.newer_version(old_version),
+    )
+    return sopsfile.emit(doc)
 
 
 def _validate_member(member: str) -> None:
