@@ -72,6 +72,67 @@ def cli(ctx: click.Context, store_option: Path | None, debug: bool) -> None:
     ctx.meta["debug"] = debug
 
 
+# -- completion (the callbacks run before the group callback: no App yet) ---------------------
+
+
+def complete_secret(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    """Secret names from the store's file names; nothing is decrypted."""
+    from devsecrets.completion import secret_names
+
+    store = ctx.find_root().params.get("store_option")
+    names = secret_names(Path.cwd(), str(store) if store else None, os.environ)
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def _services(ctx: click.Context) -> list[str]:
+    from devsecrets.completion import service_names
+
+    files = ctx.params.get("files") or ()
+    return service_names(Path.cwd(), os.environ, files, ctx.params.get("project_directory"))
+
+
+def complete_service(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    return [n for n in _services(ctx) if n.startswith(incomplete)]
+
+
+def complete_compose_args(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    """The compose command first, then service names."""
+    from devsecrets.completion import COMPOSE_COMMANDS
+
+    if not ctx.params.get("compose_args"):
+        return [c for c in COMPOSE_COMMANDS if c.startswith(incomplete)]
+    return complete_service(ctx, param, incomplete)
+
+
+def complete_on_change(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+    service, sep, policy = incomplete.partition("=")
+    if sep:
+        policies = ("none", "restart", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTERM")
+        return [f"{service}={p}" for p in policies if p.startswith(policy)]
+    return [f"{n}=" for n in _services(ctx) if n.startswith(service)]
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: commands, options, secret and service names.
+
+    Secret names come from the store's file names (nothing is decrypted), service names from
+    the stack files compose would find.
+
+    \b
+    Examples:
+      eval "$(devsecrets completion bash)"     # in ~/.bashrc (bash >= 4.4)
+      eval "$(devsecrets completion zsh)"      # in ~/.zshrc, after compinit
+      devsecrets completion fish > ~/.config/fish/completions/devsecrets.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None  # noqa: S101 - click.Choice admits only known shells
+    click.echo(completer(cli, {}, "devsecrets", "_DEVSECRETS_COMPLETE").source())
+
+
 # -- the store -------------------------------------------------------------------------------
 
 
@@ -138,7 +199,7 @@ def whoami(app: App) -> None:
 
 
 @cli.command("set")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @click.option(
     "--from-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -185,7 +246,7 @@ def set_(
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @pass_app
 def get(app: App, name: str) -> None:
     """Print a secret's raw bytes to stdout."""
@@ -222,7 +283,7 @@ def ls(app: App, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @pass_app
 def rm(app: App, name: str) -> None:
     """Remove a secret from the store."""
@@ -231,7 +292,7 @@ def rm(app: App, name: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @click.option(
     "--allow-disk", is_flag=True, help="Allow the temporary plaintext copy on disk if no tmpfs."
 )
@@ -379,6 +440,7 @@ def on_change_option(command: Any) -> Any:
         "--on-change",
         multiple=True,
         metavar="SERVICE=POLICY",
+        shell_complete=complete_on_change,
         help="What SERVICE does when one of its secrets changes: none (default), restart, "
         "or a signal such as SIGHUP. Overrides x-devsecrets in the stack file. Repeatable.",
     )(command)
@@ -400,7 +462,7 @@ def _live(app: App, session: Any, on_change: tuple[str, ...]) -> Any:
 @compose_options
 @on_change_option
 @click.option("--no-watch", is_flag=True, help="Do not follow store and stack changes.")
-@click.argument("compose_args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("compose_args", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_service)
 @pass_app
 def up(
     app: App,
@@ -509,7 +571,13 @@ def render(app: App, /, to_stdout: bool, **kwargs: Any) -> None:
 
 @cli.command("compose", context_settings={**PASSTHROUGH, "allow_interspersed_args": False})
 @compose_options
-@click.argument("compose_args", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument(
+    "compose_args",
+    nargs=-1,
+    required=True,
+    type=click.UNPROCESSED,
+    shell_complete=complete_compose_args,
+)
 @pass_app
 def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
     """Any other docker compose command with the override applied (ps, logs, exec, restart…).
