@@ -65,25 +65,33 @@ def test_shell_helper_exports_from_the_file(tmp_path: Path):
 
 def test_tests_that_change_home_keep_the_docker_config():
     """A compose plugin in ~/.docker/cli-plugins must stay visible when a test moves HOME:
-    every env dict with HOME also has DOCKER_CONFIG (or spreads one that has it), except
-    the extra env of `User.run`, which is merged over the user's own."""
+    every process environment a test builds with HOME (an `env = {...}` or `env={...}`) also
+    has DOCKER_CONFIG, or spreads one that has it. `User.run(env=...)` is merged over the
+    user's own environment, which has it."""
     import ast
 
     offenders = []
     for path in sorted((ROOT / "tests").glob("*.py")):
         tree = ast.parse(path.read_text())
-        merged = {
-            id(kw.value)
-            for call in ast.walk(tree)
-            if isinstance(call, ast.Call)
-            and isinstance(call.func, ast.Attribute)
-            and call.func.attr == "run"
-            and not (isinstance(call.func.value, ast.Name) and call.func.value.id == "subprocess")
-            for kw in call.keywords
-            if kw.arg == "env"
-        }
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Dict) or id(node) in merged:
+        envs = [
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id.endswith("env") for t in node.targets)
+        ]
+        for call in ast.walk(tree):
+            if not isinstance(call, ast.Call):
+                continue
+            user_run = (
+                isinstance(call.func, ast.Attribute)
+                and call.func.attr == "run"
+                and not (
+                    isinstance(call.func.value, ast.Name) and call.func.value.id == "subprocess"
+                )
+            )
+            envs += [kw.value for kw in call.keywords if kw.arg == "env" and not user_run]
+        for node in envs:
+            if not isinstance(node, ast.Dict):
                 continue
             keys = [k.value if isinstance(k, ast.Constant) else k for k in node.keys]
             if "HOME" in keys and "DOCKER_CONFIG" not in keys and None not in keys:
