@@ -599,6 +599,45 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
 STARTS_CONTAINERS = frozenset({"up", "start", "restart", "run", "create"})
 
 
+@cli.command("run", context_settings={"allow_interspersed_args": False})
+@compose_options
+@click.option(
+    "--secret",
+    "names",
+    multiple=True,
+    shell_complete=complete_secret,
+    help="Only this secret (repeatable); no stack file needed.",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_app
+def run_cmd(app: App, /, names: tuple[str, ...], command: tuple[str, ...], **kwargs: Any) -> int:
+    """Run a command on the host with the stack's secrets as files, and *_FILE variables.
+
+    Each secret the stack grants (or each --secret) is written to a private directory on
+    tmpfs (0700, files 0400), and the command gets <NAME>_FILE with its path: db_password ->
+    DB_PASSWORD_FILE. The directory is removed when the command exits; its exit code is
+    devsecrets' exit code. For migrations, tests or an app run outside containers.
+
+    \b
+    Examples:
+      devsecrets run -- ./manage.py migrate
+      devsecrets run --secret db_password -- psql -f schema.sql
+      devsecrets run -f docker-stack.yml -- npm test
+    """
+    from devsecrets.hostrun import run, stack_secrets
+    from devsecrets.store import validate_name
+    from devsecrets.tmpfs import private_root
+
+    root = private_root(app.env, allow_disk=kwargs["allow_disk"])
+    store = app.store()
+    wanted = {validate_name(n): n for n in names}
+    if not wanted:
+        wanted = stack_secrets(_options(kwargs), app.cwd, app.env, store)
+    values = {key: store.read(name, app.identities()).value for key, name in wanted.items()}
+    _say(f"devsecrets: {len(values)} secret file(s): {', '.join(sorted(values)) or 'none'}")
+    return run(command, values, app.env, app.cwd, root)
+
+
 def _summary(session: Any) -> str:
     count = sum(len(s.files) for s in session.layout.services)
     services = ", ".join(s.service for s in session.layout.services) or "none"

@@ -1,0 +1,170 @@
+"""`devsecrets run -- CMD`: a command on the host with secrets as files, the `*_FILE` way.
+
+Input: secret values by name, a command, the environment. Output: the command's exit code.
+The values go into a fresh 0700 directory on tmpfs, one 0400 file per secret, and the
+command gets `<NAME>_FILE` variables with their paths (the convention of the official
+postgres and mysql images); the values themselves are never put in its environment or argv.
+The directory is removed when the command ends, also on SIGTERM/SIGHUP/SIGINT; one left by
+a killed run is removed by the next run once its pid is gone. Never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from devsecrets.errors import DevsecretsError, MaterializeError, UsageProblem
+
+if TYPE_CHECKING:
+    from devsecrets.compose import ComposeOptions
+    from devsecrets.store import Store
+
+PREFIX = "run-"
+PID_FILE = ".pid"
+
+
+class RunError(DevsecretsError):
+    pass
+
+
+def file_variable(name: str) -> str:
+    """db_password -> DB_PASSWORD_FILE; tls.key -> TLS_KEY_FILE."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_FILE"
+
+
+def variables_for(names: Sequence[str]) -> dict[str, str]:
+    """name -> variable; two names that map to one variable are refused."""
+    by_variable: dict[str, str] = {}
+    for name in names:
+        variable = file_variable(name)
+        if variable in by_variable and by_variable[variable] != name:
+            raise UsageProblem(
+                f"secrets {by_variable[variable]!r} and {name!r} would both be {variable}",
+                hint="pass one of them with --secret",
+            )
+        by_variable[variable] = name
+    return {name: variable for variable, name in by_variable.items()}
+
+
+@contextlib.contextmanager
+def secret_files(root: Path, values: Mapping[str, bytes]) -> Iterator[dict[str, Path]]:
+    """A private directory under `root` holding one 0400 file per value; removed on exit."""
+    clean_stale(root)
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))  # 0700, a name nobody had
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            info = os.fstat(dir_fd)
+            if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o700:
+                raise MaterializeError(f"{directory} is not a private directory of yours")
+            _write(dir_fd, PID_FILE, str(os.getpid()).encode(), 0o600)
+            paths = {}
+            for name, value in values.items():
+                _write(dir_fd, name, value, 0o400)
+                paths[name] = directory / name
+        finally:
+            os.close(dir_fd)
+        yield paths
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _write(dir_fd: int, name: str, value: bytes, mode: int) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(name, flags, mode, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as out:
+        out.write(value)
+
+
+def clean_stale(root: Path) -> list[str]:
+    """Remove run directories of runs that were killed (their pid is gone)."""
+    removed = []
+    for directory in root.glob(PREFIX + "*"):
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        try:
+            pid = int((directory / PID_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # being created right now, or not ours to judge
+        if not _alive(pid):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run(
+    command: Sequence[str],
+    values: Mapping[str, bytes],
+    env: Mapping[str, str],
+    cwd: Path,
+    root: Path,
+) -> int:
+    """Run `command` with `<NAME>_FILE` variables; its exit code (128+N if killed by N)."""
+    variables = variables_for(list(values))
+    with secret_files(root, values) as paths:
+        child_env = {**env, **{variables[n]: str(p) for n, p in paths.items()}}
+        try:
+            child = subprocess.Popen(list(command), env=child_env, cwd=cwd)  # noqa: S603
+        except OSError as e:
+            raise RunError(f"could not run {command[0]!r}: {e.strerror}") from e
+        return _wait(child)
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
+    """Wait for the child; forward TERM/HUP (and INT when not on a terminal, where the
+    terminal already sent it to the child), so our cleanup runs after it has stopped."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    handled = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
+    previous = {s: signal.getsignal(s) for s in handled}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if sys.stdin.isatty() else forward)
+    try:
+        code = child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    return 128 - code if code < 0 else code
+
+
+def stack_secrets(
+    options: ComposeOptions, cwd: Path, env: Mapping[str, str], store: Store
+) -> dict[str, str]:
+    """The secrets the stack grants that the store provides: compose key -> store name."""
+    from devsecrets.layout import plan
+    from devsecrets.session import _missing_error, open_project
+
+    _, model = open_project(options, cwd, env, need_engine=False)
+    names = store.names()
+    layout = plan(model, set(names))
+    if layout.missing:
+        raise _missing_error(layout, names)
+    return {f.grant.source: f.store_name for s in layout.services for f in s.files}
