@@ -296,16 +296,22 @@ def rm(app: App, name: str) -> None:
 @click.option(
     "--allow-disk", is_flag=True, help="Allow the temporary plaintext copy on disk if no tmpfs."
 )
+@click.option(
+    "--force", is_flag=True, help="Store even if the secret changed while the editor was open."
+)
 @pass_app
-def edit(app: App, name: str, allow_disk: bool) -> None:
+def edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
     """Edit a secret in $VISUAL/$EDITOR; the plaintext copy lives only on tmpfs.
 
-    Creates the secret if it does not exist. Saving unchanged content stores nothing.
+    Creates the secret if it does not exist. Saving unchanged content stores nothing. If the
+    secret changed in the store meanwhile (a `set`, a `git pull`), nothing is stored unless
+    --force.
     """
     from devsecrets.edit import edit_secret, editor_command
-    from devsecrets.tmpfs import is_memory_backed, private_root
+    from devsecrets.runtime_dir import private_root
+    from devsecrets.tmpfs import is_memory_backed
 
-    scratch = private_root(app.env, allow_disk=allow_disk)
+    scratch = private_root(app.env, allow_disk=allow_disk, warn=_warn)
     if not is_memory_backed(scratch):
         _say(f"devsecrets: warning: --allow-disk: the plaintext copy goes to disk in {scratch}")
     changed = edit_secret(
@@ -316,6 +322,7 @@ def edit(app: App, name: str, allow_disk: bool) -> None:
         scratch,
         confirm_empty=lambda: click.confirm(f"{name} is now empty; store an empty value?"),
         strip_newline=lambda: _strip_newline(name),
+        force=force,
     )
     _say(f"{name}: {'stored' if changed else 'unchanged, nothing written'}")
 
@@ -672,6 +679,10 @@ def _now() -> str:
 
 def _say(line: str) -> None:
     click.echo(line, err=True)
+
+
+def _warn(line: str) -> None:
+    _say(f"devsecrets: warning: {line}")
 
 
 def main(argv: list[str] | None = None) -> int:

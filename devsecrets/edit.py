@@ -1,25 +1,26 @@
 """`devsecrets edit`: the user's editor on a copy that lives only on tmpfs.
 
 Input: store, name, editor command. Output: whether the store changed. The copy is 0600 in a
-0700 directory on tmpfs and is removed in every case (editor failure, Ctrl-C, SIGTERM).
+0700 directory of ours on tmpfs, locked for the edit's lifetime (so no cleanup by another
+devsecrets removes it), and overwritten then removed in every case (editor failure, Ctrl-C,
+SIGTERM, SIGHUP, SIGQUIT); no core dump can carry it. The store is written only if its file
+did not change while the editor was open.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
-import signal
+import stat
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType
 
+from devsecrets import process, runtime_dir
 from devsecrets.errors import EditError, SecretNotFoundError
 from devsecrets.keys import Identities
-from devsecrets.store import Store, validate_name, validate_size
+from devsecrets.store import MAX_VALUE_SIZE, Store, validate_name, validate_size
 
 
 def editor_command(env: Mapping[str, str]) -> list[str]:
@@ -40,33 +41,33 @@ def edit_secret(
     private_dir: Path,
     confirm_empty: Callable[[], bool],
     strip_newline: Callable[[], bool] = lambda: False,
+    *,
+    force: bool = False,
 ) -> bool:
-    """Edit `name` (new if absent); returns True when the store was written.
+    """Edit `name` (new if absent); returns True when the store was written. Unless `force`,
+    refuses (ConcurrentChangeError) if the stored file changed while the editor was open.
 
     When the editor added a trailing newline the old value did not have (most do),
     `strip_newline()` decides whether it goes; by default it stays."""
     validate_name(name)
-    try:
-        before = store.read(name, identities).value
-    except SecretNotFoundError:
-        identities.require()
-        before = None
-    with _scratch_file(private_dir, name, before or b"") as path:
+    with process.plaintext_guard():
+        since = store.raw(name)  # before decrypting: a change after this point is noticed
         try:
-            result = subprocess.run([*editor, str(path)], check=False)  # noqa: S603
-        except OSError as e:
-            raise EditError(f"could not start editor {editor[0]!r}: {e.strerror}") from e
-        if result.returncode != 0:
-            raise EditError(f"editor exited with code {result.returncode}; nothing stored")
-        after = path.read_bytes()
-    if added_newline(before, after) and strip_newline():
-        after = after[:-1]
-    if after == before:
-        return False
-    if after == b"" and not confirm_empty():
-        raise EditError("empty value; nothing stored")
-    validate_size(after)
-    return store.write(name, after, identities)
+            before = store.read(name, identities).value
+        except SecretNotFoundError:
+            identities.require()
+            before = None
+        after = _edited_copy(private_dir, name, before or b"", editor)
+        if added_newline(before, after) and strip_newline():
+            after = after[:-1]
+        if after == before:
+            return False
+        if after == b"" and not confirm_empty():
+            raise EditError("empty value; nothing stored")
+        validate_size(after)
+        if force:
+            return store.write(name, after, identities)
+        return store.write_unless_changed(name, after, identities, since)
 
 
 def added_newline(before: bytes | None, after: bytes) -> bool:
@@ -79,32 +80,26 @@ def added_newline(before: bytes | None, after: bytes) -> bool:
     return not before.endswith(b"\n") and after[:-1] != b""
 
 
-@contextlib.contextmanager
-def _scratch_file(private_dir: Path, name: str, content: bytes) -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="edit-", dir=private_dir))  # 0700
-    path = directory / name  # keeps the secret's name, so editors pick a sensible mode
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally below
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _edited_copy(private_dir: Path, name: str, content: bytes, editor: list[str]) -> bytes:
+    """Run the editor on a scratch copy; its bytes afterwards (the copy is gone by then)."""
+    with runtime_dir.scratch_dir(private_dir, "edit-") as (directory, dir_fd):
+        # the copy keeps the secret's name, so editors pick a sensible mode
+        fd = os.open(name, runtime_dir.NEW_FILE, 0o600, dir_fd=dir_fd)
         with os.fdopen(fd, "wb") as out:
             out.write(content)
-        yield path
-    finally:
-        for leftover in directory.rglob("*"):  # the editor may have left swap or backup files
-            _shred(leftover)
-        shutil.rmtree(directory, ignore_errors=True)
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _shred(path: Path) -> None:
-    """Overwrite before unlink: cheap, and it keeps the bytes out of a later tmpfs page reuse."""
-    with contextlib.suppress(OSError):
-        if path.is_file() and not path.is_symlink():
-            size = path.stat().st_size
-            with open(path, "r+b") as out:
-                out.write(b"\0" * size)
+        try:
+            result = subprocess.run([*editor, str(directory / name)], check=False)  # noqa: S603
+        except OSError as e:
+            raise EditError(f"could not start editor {editor[0]!r}: {e.strerror}") from e
+        if result.returncode != 0:
+            raise EditError(f"editor exited with code {result.returncode}; nothing stored")
+        try:
+            fd = os.open(name, runtime_dir.READ_FILE, dir_fd=dir_fd)
+        except OSError as e:
+            raise EditError(
+                f"the editor left no file to read back ({e.strerror}); nothing stored"
+            ) from e
+        with os.fdopen(fd, "rb") as copy:
+            if not stat.S_ISREG(os.fstat(copy.fileno()).st_mode):
+                raise EditError("the edited copy is not a regular file; nothing stored")
+            return copy.read(MAX_VALUE_SIZE + 2)  # validate_size refuses anything longer

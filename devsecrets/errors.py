@@ -57,6 +57,10 @@ class RecipientError(StoreError):
     pass
 
 
+class ConcurrentChangeError(StoreError):
+    """The stored file changed between reading and writing (edit vs. a set or a git pull)."""
+
+
 class TmpfsError(DevsecretsError):
     pass
 

@@ -2,28 +2,32 @@
 
 Input: `Layout`, the values (bytes), the project directory. Output: files with the grant's
 mode and owner, written atomically (staging file + rename inside the same tmpfs), so a reader
-in a container sees the old or the new bytes, never a mix. Never writes outside `project_dir`.
+in a container sees the old or the new bytes, never a mix. Never writes outside `project_dir`,
+and never by path: everything goes through directory descriptors opened with `O_NOFOLLOW`
+below a project directory that `runtime_dir` made and checked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets as _random
-import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devsecrets import runtime_dir
 from devsecrets.errors import MaterializeError
 from devsecrets.layout import Layout, MountedFile
 
-STAGING = ".staging"
-STATE = "state.json"
+STAGING = runtime_dir.STAGING
+STATE = runtime_dir.STATE
 OVERRIDE = "override.yml"
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,63 +52,124 @@ def owner_warnings(layout: Layout) -> list[str]:
 
 def materialize(project_dir: Path, layout: Layout, values: Mapping[str, bytes]) -> list[Written]:
     """Bring `project_dir` to exactly `layout`: write what changed, remove what is gone."""
-    _make_dir(project_dir, 0o700)
-    _make_dir(project_dir / STAGING, 0o700)
-    expected: set[Path] = set()
-    written: list[Written] = []
-    for service in layout.services:
-        # /run/secrets itself is 0755 root:root under Swarm; so is our directory for it.
-        _make_dir(project_dir / service.secrets_dir, 0o755)
-        for mounted in service.files:
-            path = project_dir / mounted.host_path
-            expected.add(path)
-            changed = install(project_dir, path, values[mounted.store_name], mounted)
-            written.append(Written(mounted, changed))
-        for relative in service.placeholders:
-            path = project_dir / service.secrets_dir / relative
-            expected.add(path)
-            if not path.exists():
-                _make_parents(path)
-                path.touch(mode=0o444)
-    _remove_unexpected(project_dir / "services", expected)
-    return written
+    with _project(project_dir) as top:
+        staging = _subdir(top, [STAGING], 0o700)
+        try:
+            expected: set[str] = set()
+            written: list[Written] = []
+            for service in layout.services:
+                # /run/secrets itself is 0755 root:root under Swarm; so is our directory for it.
+                os.close(_subdir(top, _parts(service.secrets_dir), 0o755))
+                for mounted in service.files:
+                    expected.add(mounted.host_path)
+                    value = values[mounted.store_name]
+                    changed = _install(top, staging, mounted.host_path, value, mounted)
+                    written.append(Written(mounted, changed))
+                for relative in service.placeholders:
+                    path = f"{service.secrets_dir}/{relative}"
+                    expected.add(path)
+                    *parents, name = _parts(path)
+                    parent = _subdir(top, parents, 0o755)
+                    try:  # a mount point for compose's own secret; never overwrites anything
+                        with contextlib.suppress(FileExistsError):
+                            os.close(os.open(name, _NEW, 0o444, dir_fd=parent))
+                    finally:
+                        os.close(parent)
+            with contextlib.suppress(FileNotFoundError):
+                services = os.open("services", _DIR, dir_fd=top)
+                try:
+                    _remove_unexpected(services, "services", expected)
+                finally:
+                    os.close(services)
+            return written
+        finally:
+            os.close(staging)
 
 
-def install(project_dir: Path, path: Path, value: bytes, mounted: MountedFile) -> bool:
-    """Put `value` at `path` with the grant's mode/owner by rename; False if already so."""
+@contextlib.contextmanager
+def _project(project_dir: Path) -> Iterator[int]:
+    try:
+        fd = runtime_dir.open_owned(project_dir)
+    except OSError as e:
+        raise MaterializeError(f"cannot open {project_dir}: {e.strerror}") from e
+    try:
+        yield fd
+    except OSError as e:
+        raise MaterializeError(f"cannot write in {project_dir}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
+def _parts(relative: str) -> list[str]:
+    parts = relative.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise MaterializeError(f"refusing a secret path with empty, . or .. parts: {relative}")
+    return parts
+
+
+def _subdir(top: int, parts: list[str], mode: int) -> int:
+    """An fd on `top/parts…`, made with `mode` where missing; each must be our directory."""
+    fd = os.dup(top)
+    try:
+        for name in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, mode, dir_fd=fd)
+            child = os.open(name, _DIR, dir_fd=fd)  # ENOTDIR/ELOOP if a file or a symlink
+            os.close(fd)
+            fd = child
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid():
+                raise MaterializeError(f"{name} in the runtime dir is not ours; refusing it")
+            if stat.S_IMODE(info.st_mode) != mode:
+                os.fchmod(fd, mode)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _install(top: int, staging: int, relative: str, value: bytes, mounted: MountedFile) -> bool:
+    """Put `value` at `relative` with the grant's mode/owner by rename; False if already so."""
     uid, gid = _ids(mounted)
     mode = mounted.grant.mode
-    with contextlib.suppress(OSError):
-        info = path.lstat()
-        if (
+    *parents, name = _parts(relative)
+    parent = _subdir(top, parents, 0o755)  # nested targets get 0755 dirs, as under Swarm
+    try:
+        if _same(parent, name, value, mode, uid, gid):
+            return False
+        temp = f"{name}.{_random.token_hex(6)}"
+        fd = os.open(temp, _NEW, 0o600, dir_fd=staging)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(value)
+                if (uid, gid) != (os.getuid(), os.getgid()):
+                    os.fchown(out.fileno(), uid, gid)
+                os.fchmod(out.fileno(), mode)
+            # atomic within one tmpfs: readers see old or new
+            os.rename(temp, name, src_dir_fd=staging, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=staging)
+            raise
+        return True
+    finally:
+        os.close(parent)
+
+
+def _same(parent: int, name: str, value: bytes, mode: int, uid: int, gid: int) -> bool:
+    try:
+        fd = os.open(name, _READ, dir_fd=parent)
+    except OSError:  # missing, or a 0400 file owned by someone else as non-root: rewrite it
+        return False
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        return (
             stat.S_ISREG(info.st_mode)
             and stat.S_IMODE(info.st_mode) == mode
             and (info.st_uid, info.st_gid) == (uid, gid)
             and info.st_size == len(value)
-            and _read_as_root(path) == value
-        ):
-            return False
-    _make_parents(path)
-    staging = project_dir / STAGING / f"{path.name}.{_random.token_hex(6)}"
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(value)
-            if (uid, gid) != (os.getuid(), os.getgid()):
-                os.fchown(out.fileno(), uid, gid)
-            os.fchmod(out.fileno(), mode)
-        os.replace(staging, path)  # atomic within one tmpfs: readers see old or new
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    return True
-
-
-def _read_as_root(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except PermissionError:  # a 0400 file owned by someone else, as non-root: rewrite it
-        return None
+            and f.read(len(value) + 1) == value
+        )
 
 
 def _ids(mounted: MountedFile) -> tuple[int, int]:
@@ -121,53 +186,39 @@ def _ids(mounted: MountedFile) -> tuple[int, int]:
     return uid, gid
 
 
-def _make_dir(path: Path, mode: int) -> None:
-    path.mkdir(mode=mode, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != mode:
-        os.chmod(path, mode)
-
-
-def _make_parents(path: Path) -> None:
-    """Nested targets (/run/secrets/app/key) get 0755 directories, as the runtime makes them."""
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-
-
-def _remove_unexpected(services_dir: Path, expected: set[Path]) -> None:
-    if not services_dir.exists():
-        return
-    for path in sorted(services_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            if not any(path.iterdir()) and not any(e.is_relative_to(path) for e in expected):
-                path.rmdir()
+def _remove_unexpected(dir_fd: int, relative: str, expected: set[str]) -> None:
+    for entry in list(os.scandir(dir_fd)):
+        path = f"{relative}/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            child = os.open(entry.name, _DIR, dir_fd=dir_fd)
+            try:
+                _remove_unexpected(child, path, expected)
+                empty = not os.listdir(child)
+            finally:
+                os.close(child)
+            if empty and not any(e.startswith(path + "/") for e in expected):
+                os.rmdir(entry.name, dir_fd=dir_fd)
         elif path not in expected:
-            path.unlink()
+            os.unlink(entry.name, dir_fd=dir_fd)
 
 
 def write_text(project_dir: Path, name: str, text: str) -> Path:
     """Write a devsecrets-owned file (override, state) atomically at 0600."""
-    path = project_dir / name
-    staging = project_dir / STAGING / f"{name}.{_random.token_hex(6)}"
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(staging, path)
-    return path
+    with _project(project_dir) as top:
+        runtime_dir.write_file(top, name, text.encode())
+    return project_dir / name
 
 
 def read_state(project_dir: Path) -> dict[str, Any]:
-    try:
-        state: dict[str, Any] = json.loads((project_dir / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return state
+    return runtime_dir.read_state(project_dir)
 
 
 def update_state(project_dir: Path, **changes: Any) -> None:
     """Merge `changes` into the project's state.json (who runs it, what was rendered)."""
-    state = {**read_state(project_dir), **changes}
-    write_text(project_dir, STATE, json.dumps(state, indent=2, sort_keys=True))
+    runtime_dir.update_state(project_dir, **changes)
 
 
 def wipe(project_dir: Path) -> None:
-    """Remove a project's runtime directory and every value in it."""
-    shutil.rmtree(project_dir, ignore_errors=True)
+    """Remove a project's runtime directory and every value in it (only if devsecrets made
+    it: a directory without our marker is left alone)."""
+    runtime_dir.wipe(project_dir)

@@ -20,13 +20,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from devsecrets import compose, materialize
+from devsecrets import compose, materialize, runtime_dir
 from devsecrets.errors import ComposeError, DevsecretsError, StoreError, UsageProblem
 from devsecrets.layout import Layout, plan
 from devsecrets.render import render, to_yaml
+from devsecrets.runtime_dir import private_root
 from devsecrets.stack import StackModel, read_model
 from devsecrets.suggest import closest
-from devsecrets.tmpfs import is_memory_backed, private_root
+from devsecrets.tmpfs import is_memory_backed
 
 Warn = Callable[[str], None]
 COMPOSE_CACHE = ".compose-version.json"  # in the runtime root, beside the project dirs
@@ -50,6 +51,8 @@ class Session:
     values: dict[str, bytes] = field(default_factory=dict, repr=False)
     blocks: dict[str, str] = field(default_factory=dict)  # this render, see publish_override
     previous_blocks: dict[str, str] = field(default_factory=dict)  # the render before it
+    # a shared lock on project_dir for this process's life: cleanup by others skips it
+    held: runtime_dir.Held | None = field(default=None, repr=False)
 
     def argv(self, command: Sequence[str]) -> list[str]:
         return compose.build_argv(self.project, self.override, command)
@@ -100,7 +103,7 @@ def prepare(
 
     `validate` runs `compose config` on the result; `up` skips it because compose checks the
     override itself a moment later, and reports its own error."""
-    root = private_root(env, allow_disk=allow_disk)
+    root = private_root(env, allow_disk=allow_disk, warn=warn)
     project, model = open_project(options, cwd, env, need_engine=True, cache=root / COMPOSE_CACHE)
     store = store_factory()
     layout = plan(model, set(store.names()))
@@ -121,6 +124,7 @@ def prepare(
     clean_stale(root, project.compose, env, keep=model.project)
     project_dir = root / model.project
     created = not project_dir.exists()
+    held = runtime_dir.hold(project_dir)
     try:
         previous_blocks = materialize.read_state(project_dir).get("blocks", {})
         written = materialize.materialize(project_dir, layout, values)
@@ -132,8 +136,10 @@ def prepare(
     except BaseException:
         if created:
             materialize.wipe(project_dir)
+        held.release()
         raise
     session = Session(project, model, layout, project_dir, override, cwd, env, created, written)
+    session.held = held
     session.values = values
     session.blocks = blocks
     session.previous_blocks = previous_blocks
@@ -192,6 +198,8 @@ def up(
         return run_foreground(session.argv(["up", *args]), session, while_running)
     finally:
         materialize.wipe(session.project_dir)
+        if session.held is not None:
+            session.held.release()
 
 
 def run_foreground(
@@ -269,19 +277,16 @@ def clean_stale(
     root: Path, found: compose.Compose, env: Mapping[str, str], *, keep: str
 ) -> list[str]:
     """Remove runtime dirs left by a foreground run that was killed, once no container of
-    that project exists any more. Detached stacks keep theirs until `devsecrets down`."""
-    removed = []
-    for project_dir in root.iterdir() if root.exists() else ():
-        if project_dir.name == keep or not project_dir.is_dir():
-            continue
-        state = materialize.read_state(project_dir)
+    that project exists any more. Detached stacks keep theirs until `devsecrets down`; a
+    directory that a live process holds locked (up, watch, edit) or that devsecrets did not
+    make is never touched (see runtime_dir.clean_stale)."""
+
+    def is_stale(name: str, state: dict[str, Any]) -> bool:
         if state.get("detached") or _alive(state.get("pid")):
-            continue
-        if _has_containers(project_dir.name, found, env):
-            continue
-        materialize.wipe(project_dir)
-        removed.append(project_dir.name)
-    return removed
+            return False
+        return not _has_containers(name, found, env)
+
+    return runtime_dir.clean_stale(root, keep, is_stale)
 
 
 def _alive(pid: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -84,12 +85,19 @@ def test_empty_result_asks_and_aborts_by_default(alice: User, tmp_path: Path):
     assert alice.run("get", "x").stdout == b""
 
 
-def test_sigterm_while_editing_removes_the_copy(alice: User, tmp_path: Path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+def test_a_stop_signal_while_editing_removes_the_copy(alice: User, tmp_path: Path, signum):
+    """A closed terminal (HUP), a dropped ssh, Ctrl-C, Ctrl-\\ or a kill: no copy left, and
+    with `ulimit -c unlimited` no core file (with the value in it) in the working dir."""
     alice.run("set", "x", input=CANARY)
     env = {**alice.subprocess_env(), **editor(tmp_path, "exec sleep 30")}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
     proc = subprocess.Popen(
-        [*devsecrets_cmd(), "--store", str(alice.store), "edit", "x"],
+        ["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", *devsecrets_cmd()]
+        + ["--store", str(alice.store), "edit", "x"],
         env=env,
+        cwd=cwd,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
@@ -100,12 +108,86 @@ def test_sigterm_while_editing_removes_the_copy(alice: User, tmp_path: Path):
         time.sleep(0.05)
     copy = Path(logged(tmp_path)[0])
     assert copy.read_bytes() == CANARY
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode != 0
+    assert proc.returncode == 130, err.decode()
     assert not copy.exists()
     assert not copy.parent.exists()
     assert CANARY not in err
+    assert list(cwd.iterdir()) == []  # no core file
+    assert alice.run("get", "x").stdout == CANARY
+
+
+def test_a_crash_while_editing_leaves_no_core_file(alice: User, tmp_path: Path):
+    """SIGSEGV cannot be caught and cleaned up after; the value must not reach a core file."""
+    alice.run("set", "x", input=CANARY)
+    env = {**alice.subprocess_env(), **editor(tmp_path, "exec sleep 30")}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.Popen(
+        ["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", *devsecrets_cmd()]
+        + ["--store", str(alice.store), "edit", "x"],
+        env=env,
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log = tmp_path / "editor.log"
+    deadline = time.monotonic() + 20
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline, "editor never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGSEGV)
+    proc.wait(timeout=20)
+    os.killpg(proc.pid, signal.SIGKILL)  # the editor
+    assert proc.returncode == -signal.SIGSEGV
+    assert list(cwd.iterdir()) == []
+
+
+def test_no_core_dumps_sets_the_limit_and_the_dumpable_flag():
+    code = (
+        "import ctypes, resource; from devsecrets.process import no_core_dumps; no_core_dumps(); "
+        "print(resource.getrlimit(resource.RLIMIT_CORE)[0], ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
+    )
+    out = subprocess.run(
+        ["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == ["0", "0"]  # soft core limit 0, PR_GET_DUMPABLE 0
+
+
+def test_a_change_to_the_store_while_editing_is_not_overwritten(alice: User, tmp_path: Path):
+    file = alice.store / "x.sops.yaml"
+    alice.run("set", "x", input=b"theirs")
+    theirs = tmp_path / "theirs.sops.yaml"
+    theirs.write_bytes(file.read_bytes())
+    alice.run("set", "x", input=b"original")
+    # the editor saves, and meanwhile a `set` or a `git pull` lands
+    env = editor(tmp_path, f'printf mine > "$1"; cp {theirs} {file}')
+    result = alice.run("edit", "x", env=env)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 2  # error + hint
+    assert "x changed in the store while you were editing it; nothing stored" in result.stderr
+    assert "--force" in result.stderr
+    assert alice.run("get", "x").stdout == b"theirs"
+    assert not Path(logged(tmp_path)[0]).parent.exists()
+    forced = alice.run("edit", "x", "--force", env=editor(tmp_path, 'printf mine > "$1"'))
+    assert forced.exit_code == 0, forced.stderr
+    assert alice.run("get", "x").stdout == b"mine"
+
+
+def test_a_secret_created_meanwhile_is_not_overwritten(alice: User, tmp_path: Path):
+    alice.run("set", "y", input=b"theirs")
+    made = tmp_path / "y.sops.yaml"
+    made.write_bytes((alice.store / "y.sops.yaml").read_bytes())
+    alice.run("rm", "y")
+    env = editor(tmp_path, f'printf mine > "$1"; cp {made} {alice.store / "y.sops.yaml"}')
+    result = alice.run("edit", "y", env=env)
+    assert result.exit_code == 1
+    assert alice.run("get", "y").stdout == b"theirs"
 
 
 def test_a_disk_backed_xdg_runtime_dir_is_passed_over_for_dev_shm(alice: User, tmp_path: Path):
@@ -131,18 +213,20 @@ def test_an_explicit_runtime_dir_on_disk_is_refused_without_allow_disk(alice: Us
     allowed = alice.run("edit", "x", "--allow-disk", env=env)
     assert allowed.exit_code == 0, allowed.stderr
     assert "warning: --allow-disk" in allowed.stderr
-    assert not any((disk / "rt").iterdir())  # the copy was removed
+    from devsecrets.runtime_dir import MARKER
+
+    assert [p.name for p in (disk / "rt").iterdir()] == [MARKER]  # the copy was removed
 
 
 def test_core_refuses_disk_without_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from devsecrets import tmpfs
+    from devsecrets import runtime_dir, tmpfs
     from devsecrets.errors import TmpfsError
 
     monkeypatch.setattr(tmpfs, "is_memory_backed", lambda path: False)
     env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path), "DOCKER_CONFIG": DOCKER_CONFIG}
     with pytest.raises(TmpfsError, match="no tmpfs for plaintext"):
-        tmpfs.private_root(env)
-    chosen = tmpfs.private_root(env, allow_disk=True)
+        runtime_dir.private_root(env)
+    chosen = runtime_dir.private_root(env, allow_disk=True)
     assert chosen.is_relative_to(tmp_path)
     assert oct(chosen.stat().st_mode)[-3:] == "700"
 

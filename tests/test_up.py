@@ -242,17 +242,25 @@ def test_a_stale_runtime_dir_from_a_killed_run_is_cleaned_by_the_next_run(
     env, name = stack
     alice.run("set", "db_password", input=CANARY)
     alice.run("set", "api_token", input=b"tok")
-    stale = runtime_dir / "dstestgone"  # a foreground run that was SIGKILLed: no containers left
+    from devsecrets.runtime_dir import hold, private_root
+
+    root = private_root({"DEVSECRETS_RUNTIME_DIR": str(runtime_dir)})
+    stale = root / "dstestgone"  # a foreground run that was SIGKILLed: no containers left
+    hold(stale).release()  # made by devsecrets (marked), held by no one now
     (stale / "services" / "api" / "run-secrets").mkdir(parents=True)
     (stale / "services" / "api" / "run-secrets" / "db_password").write_bytes(CANARY)
     (stale / "state.json").write_text(json.dumps({"pid": 2**22 + 7, "detached": False}))
-    detached = runtime_dir / "dstestdetached"  # an `up -d` stack: kept until its `down`
-    detached.mkdir()
+    detached = root / "dstestdetached"  # an `up -d` stack: kept until its `down`
+    hold(detached).release()
     (detached / "state.json").write_text(json.dumps({"pid": 2**22 + 7, "detached": True}))
+    foreign = root / "dstestforeign"  # not made by devsecrets: never touched
+    foreign.mkdir()
+    (foreign / "state.json").write_text(json.dumps({"pid": 2**22 + 7, "detached": False}))
     result = devsecrets(["render"], cwd=alice.project, env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert not stale.exists()
     assert detached.exists()
+    assert (foreign / "state.json").exists()
     assert devsecrets(["down"], cwd=alice.project, env=env).returncode == 0
 
 

@@ -12,6 +12,7 @@ import fcntl
 import os
 import re
 import secrets as _random
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 from devsecrets.errors import (
+    ConcurrentChangeError,
     DecryptError,
     IntegrityError,
     RecipientError,
@@ -40,6 +42,7 @@ RECIPIENTS_FILE = "recipients.yaml"
 LOCK_FILE = ".lock"
 # Swarm's limits (swarmkit validateSecretSpec; measured in shared/notes/DOCKER.md §3.2).
 MAX_VALUE_SIZE = 500 * 1024 - 1
+MAX_RAW_BYTES = 4 * 1024 * 1024  # far above the largest valid file; only compared, not parsed
 _NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?$")
 _MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 GITIGNORE = "# devsecrets: the writers' lock and interrupted temp files\n.lock\n.*.tmp-*\n"
@@ -251,6 +254,32 @@ class Store:
         validate_name(name)
         validate_size(value)
         with self.lock():
+            return self._write_locked(name, value, identities, rotate=False)
+
+    def raw(self, name: str) -> bytes | None:
+        """The stored file's bytes as they are now (None if absent), to notice a change."""
+        try:
+            fd = os.open(self.path_for(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot read {self._where(name)}: {e.strerror}") from e
+        with os.fdopen(fd, "rb") as f:
+            return f.read(MAX_RAW_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+
+    def write_unless_changed(
+        self, name: str, value: bytes, identities: Identities, since: bytes | None
+    ) -> bool:
+        """`write`, but only if the stored file still has the bytes `since` (None: absent);
+        otherwise ConcurrentChangeError and nothing written (`edit` uses it)."""
+        validate_name(name)
+        validate_size(value)
+        with self.lock():
+            if self.raw(name) != since:
+                raise ConcurrentChangeError(
+                    f"{name} changed in the store while you were editing it; nothing stored",
+                    hint=f"run `devsecrets edit {name}` again, or add --force to overwrite",
+                )
             return self._write_locked(name, value, identities, rotate=False)
 
     def _write_locked(
