@@ -170,7 +170,7 @@ def test_a_squatted_default_gets_a_private_fallback_that_later_commands_find(
     squatted = shm_dir / f"devsecrets-{os.geteuid()}"
     squatted.mkdir(mode=0o777)
     os.chown(squatted, 54321, 54321)
-    env = {"HOME": str(tmp_path)}
+    env = {"XDG_CACHE_HOME": str(tmp_path)}
     lines: list[str] = []
     first = private_root(env, warn=lines.append)
     assert first.parent == shm_dir and first.name.startswith(squatted.name + "-")
@@ -179,7 +179,7 @@ def test_a_squatted_default_gets_a_private_fallback_that_later_commands_find(
     assert f"{squatted} belongs to uid 54321" in lines[0]
     assert "DEVSECRETS_RUNTIME_DIR" in lines[0]
     assert private_root(env, warn=lines.append) == first  # found again through the pointer
-    pointer = tmp_path / ".cache" / "devsecrets" / runtime_dir.POINTER
+    pointer = tmp_path / "devsecrets" / runtime_dir.POINTER
     assert stat.S_IMODE(pointer.stat().st_mode) == 0o600
     shutil.rmtree(first)  # a reboot: a new private place, recorded again
     second = private_root(env)
