@@ -633,9 +633,9 @@ def run_cmd(app: App, /, names: tuple[str, ...], command: tuple[str, ...], **kwa
     """
     from devsecrets.hostrun import run, stack_secrets
     from devsecrets.store import validate_name
-    from devsecrets.tmpfs import private_root
+    from devsecrets.runtime_dir import private_root
 
-    root = private_root(app.env, allow_disk=kwargs["allow_disk"])
+    root = private_root(app.env, allow_disk=kwargs["allow_disk"], warn=_warn)
     store = app.store()
     wanted = {validate_name(n): n for n in names}
     if not wanted:
