@@ -632,8 +632,8 @@ def run_cmd(app: App, /, names: tuple[str, ...], command: tuple[str, ...], **kwa
       devsecrets run -f docker-stack.yml -- npm test
     """
     from devsecrets.hostrun import run, stack_secrets
-    from devsecrets.store import validate_name
     from devsecrets.runtime_dir import private_root
+    from devsecrets.store import validate_name
 
     root = private_root(app.env, allow_disk=kwargs["allow_disk"], warn=_warn)
     store = app.store()
