@@ -50,3 +50,11 @@ def test_readme_main_command_runs_the_example(
     assert "token" not in "".join(line for line in out.splitlines() if line.startswith("worker"))
     assert b"correct-horse" not in result.stdout + result.stderr
     assert not (runtime_dir / "shop").exists()
+
+
+def test_the_try_it_section_names_demo_image():
+    """A user without Docker Hub learns how to run the example from the README itself."""
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"## Try it(.*?)\n## ", text, re.S).group(1)
+    before_command = section.split("```sh")[0]
+    assert "DEMO_IMAGE" in before_command
