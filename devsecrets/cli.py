@@ -258,17 +258,23 @@ def get(app: App, name: str) -> None:
 @cli.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
-def ls(app: App, as_json: bool) -> None:
-    """List secrets: name, size, last change, recipients. Decrypts nothing."""
+def ls(app: App, as_json: bool) -> int:
+    """List secrets: name, size, last change, recipients. Decrypts nothing.
+
+    An entry that cannot be read is reported by name (and the exit code is 1); the others
+    are still listed.
+    """
     store = app.store()
-    infos = [store.info(n) for n in store.names()]
+    infos, problems = store.listing()
+    for problem in problems:
+        click.echo(error_lines(problem), err=True, nl=False)
     if as_json:
         click.echo(json.dumps([asdict(i) for i in infos], indent=2))
-        return
-    if not infos:
+        return 1 if problems else 0
+    if not infos and not problems:
         _say(f"no secrets in {store.root}; add one with `devsecrets set NAME`")
-        return
-    width = max(len(i.name) for i in infos)
+        return 0
+    width = max((len(i.name) for i in infos), default=0)
     for info in infos:
         mark = (
             "  (keys differ from recipients.yaml: the next write repairs it; "
@@ -280,13 +286,18 @@ def ls(app: App, as_json: bool) -> None:
             f"{info.name:<{width}}  {info.size:>7} B  {info.lastmodified}  "
             f"{', '.join(info.recipients)}{mark}"
         )
+    return 1 if problems else 0
 
 
 @cli.command()
 @click.argument("name", shell_complete=complete_secret)
 @pass_app
 def rm(app: App, name: str) -> None:
-    """Remove a secret from the store."""
+    """Remove a secret from the store.
+
+    Any entry can be removed, even one with an invalid name (NAME or its file name
+    NAME.sops.yaml): only a file or symlink in the store directory, never followed.
+    """
     app.store().remove(name)
     _say(f"{name}: removed")
 

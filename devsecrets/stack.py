@@ -7,6 +7,7 @@ Input: compose's resolved model (a dict). Output: `StackModel` with one `Grant` 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,6 +17,7 @@ from devsecrets.errors import StackError
 
 SECRETS_DIR = "/run/secrets"
 DEFAULT_MODE = 0o444  # Swarm's default and compose's (shared/notes/DOCKER.md §3.2)
+MAX_ID = 2**32 - 2  # uid_t/gid_t are 32-bit; 2**32 - 1 is (uid_t)-1, "no change" to chown
 
 
 class SourceKind(Enum):
@@ -58,18 +60,23 @@ def read_model(model: Mapping[str, Any]) -> StackModel:
     project = model.get("name")
     if not isinstance(project, str) or not project:
         raise StackError("compose config gave no project name")
-    sources = {key: _source(key, spec) for key, spec in (model.get("secrets") or {}).items()}
+    secrets = _mapping(model.get("secrets"), "secrets")
+    sources = {
+        key: _source(key, _mapping(spec, f"secret {key!r}")) for key, spec in secrets.items()
+    }
     grants: list[Grant] = []
     raw: dict[str, tuple[Mapping[str, Any], ...]] = {}
     volumes: dict[str, frozenset[str]] = {}
-    for service, spec in sorted((model.get("services") or {}).items()):
-        refs = tuple(spec.get("secrets") or ())
+    for service, spec in sorted(_mapping(model.get("services"), "services").items()):
+        spec = _mapping(spec, f"service {service!r}")
+        refs = tuple(_mapping(r, f"service {service!r}: a secret") for r in _list(spec, "secrets"))
         raw[service] = refs
         volumes[service] = frozenset(
-            v.get("target", "") for v in spec.get("volumes") or () if isinstance(v, dict)
+            str(v.get("target", "")) for v in _list(spec, "volumes") if isinstance(v, dict)
         )
-        for ref in refs:
-            grants.append(_grant(service, ref, sources))
+        service_grants = [_grant(service, ref, sources) for ref in refs]
+        _check_targets(service, service_grants)
+        grants.extend(service_grants)
     return StackModel(
         project=project,
         sources=sources,
@@ -78,6 +85,33 @@ def read_model(model: Mapping[str, Any]) -> StackModel:
         service_volume_targets=volumes,
         on_change=_on_change(model.get("x-devsecrets")),
     )
+
+
+def _mapping(raw: Any, what: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise StackError(f"compose config gave an unexpected shape for {what}")
+    return raw
+
+
+def _list(spec: Mapping[str, Any], key: str) -> list[Any]:
+    raw = spec.get(key) or []
+    if not isinstance(raw, list):
+        raise StackError(f"compose config gave an unexpected shape for {key}")
+    return raw
+
+
+def _check_targets(service: str, grants: list[Grant]) -> None:
+    """Two secrets at one path, or one inside the other (`conf` and `conf/inner`), cannot
+    both be files: refused here, before anything is written."""
+    targets = sorted((g.target, g.source) for g in grants)
+    for (outer, a), (inner, b) in zip(targets, targets[1:], strict=False):
+        if inner == outer or inner.startswith(outer.rstrip("/") + "/"):
+            raise StackError(
+                f"service {service!r}: secrets {a!r} and {b!r} clash: "
+                f"target {inner} is {'the same as' if inner == outer else 'inside'} {outer}"
+            )
 
 
 def _on_change(extension: Any) -> dict[str, str]:
@@ -121,14 +155,27 @@ def _grant(service: str, ref: Mapping[str, Any], sources: Mapping[str, SecretSou
     if not target.startswith("/"):
         target = posixpath.join(SECRETS_DIR, target)  # compose and Swarm: relative = /run/secrets/
     target = posixpath.normpath(target)
+    if target in ("/", "//", SECRETS_DIR) or "\0" in target:
+        raise StackError(f"service {service!r}: secret {source!r} has bad target {target!r}")
     return Grant(
         service=service,
         source=source,
         target=target,
-        uid=str(ref.get("uid") or "0"),
-        gid=str(ref.get("gid") or "0"),
+        uid=_id(ref.get("uid"), "uid", service, source),
+        gid=_id(ref.get("gid"), "gid", service, source),
         mode=_mode(ref.get("mode"), service, source),
     )
+
+
+def _id(raw: Any, what: str, service: str, source: str) -> str:
+    """A uid or gid as Swarm takes it: a decimal number a 32-bit id can hold."""
+    text = "0" if raw is None or raw == "" else str(raw)
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_ID:
+        raise StackError(
+            f"service {service!r}: secret {source!r} has {what} {text[:20]!r}; "
+            f"Swarm needs a number from 0 to {MAX_ID}"
+        )
+    return str(int(text))
 
 
 def _mode(raw: Any, service: str, source: str) -> int:
@@ -137,7 +184,7 @@ def _mode(raw: Any, service: str, source: str) -> int:
     try:
         # compose's JSON writes modes as octal strings ("0440"); a bare int is already a value
         mode = int(raw, 8) if isinstance(raw, str) else int(raw)
-    except ValueError as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise StackError(f"service {service!r}: secret {source!r} has bad mode {raw!r}") from e
     if not 0 <= mode <= 0o777:
         raise StackError(

@@ -124,7 +124,7 @@ def test_rm(alice: User):
 
 
 @pytest.mark.parametrize(
-    "name", ["", "-lead", "trail-", "a" * 65, "sp ace", "../up", "x_unencrypted"]
+    "name", ["", "-lead", "trail-", "a" * 65, "sp ace", "../up", "x_unencrypted", "nl\n", "sops"]
 )
 def test_invalid_names_are_refused(alice: User, name: str):
     result = alice.run("set", "--", name, input=b"v")

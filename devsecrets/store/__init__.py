@@ -8,6 +8,7 @@ Never writes plaintext anywhere; never puts a value into an exception message.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -32,8 +33,8 @@ from devsecrets.errors import (
     UsageProblem,
 )
 from devsecrets.keys import Identities
-from devsecrets.store import age, cipher, sopsfile
-from devsecrets.store.sopsfile import YAML_LOADER, AgeStanza, SopsDocument
+from devsecrets.store import age, cipher, sopsfile, yamlload
+from devsecrets.store.sopsfile import AgeStanza, SopsDocument
 from devsecrets.suggest import did_you_mean
 
 STORE_DIR = ".devsecrets"
@@ -43,8 +44,19 @@ LOCK_FILE = ".lock"
 # Swarm's limits (swarmkit validateSecretSpec; measured in shared/notes/DOCKER.md §3.2).
 MAX_VALUE_SIZE = 500 * 1024 - 1
 MAX_RAW_BYTES = 4 * 1024 * 1024  # far above the largest valid file; only compared, not parsed
-_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?$")
-_MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# Names are matched whole (re.fullmatch: `$` would let a trailing newline through).
+_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?")
+_MEMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# `sops` is the file's metadata key: a secret of that name could never be read back.
+RESERVED_NAMES = frozenset({"sops"})
+# What the reader accepts, so a hostile file cannot make it read gigabytes. The largest valid
+# store file is the largest value's ENC[...] leaf plus one age stanza per recipient (measured:
+# about 560 bytes for X25519, 750 for ssh-ed25519; budgeted 1 KiB) plus a few lines.
+MAX_RECIPIENTS = 256
+_LEAF_OVERHEAD = len("ENC[AES256_GCM,data:,iv:,tag:,type:bytes]") + 2 * 24  # iv, tag: 16 B b64
+_MAX_LEAF = _LEAF_OVERHEAD + 4 * ((MAX_VALUE_SIZE + 2) // 3)
+MAX_FILE_SIZE = 64 + _MAX_LEAF + MAX_RECIPIENTS * 1024 + 4096  # name line, leaf, stanzas, rest
+MAX_RECIPIENTS_FILE_SIZE = MAX_RECIPIENTS * 256 + 4096  # name: key per line, comments
 GITIGNORE = "# devsecrets: the writers' lock and interrupted temp files\n.lock\n.*.tmp-*\n"
 
 
@@ -72,7 +84,7 @@ class _Opened:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsageProblem(
             f"invalid secret name {name!r}",
             hint="use 1-64 letters, digits, '-', '_' or '.', "
@@ -82,7 +94,20 @@ def validate_name(name: str) -> str:
         raise UsageProblem(
             f"invalid secret name {name!r}: sops leaves keys ending in _unencrypted in plaintext"
         )
+    if name in RESERVED_NAMES:
+        raise UsageProblem(
+            f"invalid secret name {name!r}: it is reserved (the sops metadata key)",
+            hint="choose another name",
+        )
     return name
+
+
+def _is_valid_name(name: str) -> bool:
+    try:
+        validate_name(name)
+    except UsageProblem:
+        return False
+    return True
 
 
 def validate_size(value: bytes) -> bytes:
@@ -96,14 +121,14 @@ def validate_size(value: bytes) -> bytes:
 def find_store(start: Path, explicit: Path | None = None) -> Store:
     """`--store`/DEVSECRETS_STORE, else the nearest `.devsecrets/` walking up like git."""
     if explicit is not None:
-        if not (explicit / RECIPIENTS_FILE).is_file():
+        if not _lexists(explicit / RECIPIENTS_FILE):
             raise StoreNotFoundError(
                 f"no devsecrets store at {explicit}", hint="run `devsecrets init` there first"
             )
         return Store(explicit)
     for directory in (start, *start.parents):
         candidate = directory / STORE_DIR
-        if (candidate / RECIPIENTS_FILE).is_file():
+        if _lexists(candidate / RECIPIENTS_FILE):
             return Store(candidate)
     raise StoreNotFoundError(
         f"no {STORE_DIR}/ store in {start} or any parent directory",
@@ -145,31 +170,94 @@ class Store:
         return self.root / (validate_name(name) + SUFFIX)
 
     def names(self) -> list[str]:
-        return sorted(
-            p.name[: -len(SUFFIX)]
-            for p in self.root.iterdir()
-            if p.name.endswith(SUFFIX) and not p.name.startswith(".")
-        )
+        """Every entry with a valid secret name (whatever its type: reading it says what is
+        wrong). Entries named `*.sops.yaml` with an invalid name are in `bad_entries`."""
+        return sorted(n for n in self._entry_names() if _is_valid_name(n))
+
+    def bad_entries(self) -> list[StoreError]:
+        """One error per `*.sops.yaml` entry whose name no secret can have."""
+        return [
+            StoreError(
+                f"bad store entry {n + SUFFIX!r} in {self.root}: not a valid secret name",
+                hint=f"remove it with `devsecrets rm {_shell_quote(n)}`",
+            )
+            for n in sorted(self._entry_names())
+            if not _is_valid_name(n)
+        ]
+
+    def _entry_names(self) -> list[str]:
+        try:
+            with os.scandir(self.root) as entries:
+                found = [e.name for e in entries]
+        except OSError as e:
+            raise StoreError(f"cannot list {self.root}: {e.strerror}") from e
+        return [f[: -len(SUFFIX)] for f in found if f.endswith(SUFFIX) and not f.startswith(".")]
+
+    def require_all_readable_names(self) -> list[str]:
+        """`names()`, or a refusal if any entry is badly named: commands that rewrite the whole
+        store (rekey, recipients) must not leave an entry behind unrotated."""
+        bad = self.bad_entries()
+        if bad:
+            first = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise StoreError(f"{first.message}{more}; nothing was changed", hint=first.hint)
+        return self.names()
+
+    def listing(self) -> tuple[list[SecretInfo], list[StoreError]]:
+        """What `ls` shows: the entries it can read, and one error per entry it cannot."""
+        infos: list[SecretInfo] = []
+        problems: list[StoreError] = list(self.bad_entries())
+        members = self.recipients()
+        for name in self.names():
+            try:
+                infos.append(self.info(name, members))
+            except StoreError as e:
+                problems.append(e)
+        return infos, problems
 
     def recipients(self) -> dict[str, str]:
         path = self.root / RECIPIENTS_FILE
+        text = _read_capped(
+            path,
+            MAX_RECIPIENTS_FILE_SIZE,
+            lambda: StoreNotFoundError(f"{path} is missing", hint="run `devsecrets init`"),
+        )
         try:
-            raw: Any = yaml.load(path.read_bytes(), Loader=YAML_LOADER)  # noqa: S506
-        except FileNotFoundError as e:
-            raise StoreNotFoundError(f"{path} is missing", hint="run `devsecrets init`") from e
+            raw: Any = yamlload.load(text)
         except yaml.YAMLError as e:
-            raise StoreError(f"{path} is not valid YAML") from e
+            raise StoreError(f"{path} is not valid YAML ({yamlload.reason(e)})") from e
         if raw in (None, ""):
             return {}
         if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
             raise StoreError(f"{path} must map member names to age public keys")
+        bad = [k for k in raw if not _MEMBER.fullmatch(k)]
+        if bad:
+            raise StoreError(f"{path} has an invalid member name {bad[0]!r}")
+        if len(raw) > MAX_RECIPIENTS:
+            raise StoreError(f"{path} lists {len(raw)} members; the limit is {MAX_RECIPIENTS}")
         return dict(raw)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """One writer at a time; the kernel drops the lock if a writer is killed."""
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        """One writer at a time; the kernel drops the lock if a writer is killed. The lock file
+        is opened without following a symlink (a committed `.lock` symlink must not make us
+        create a file at its target) and must be a regular file."""
+        path = self.root / LOCK_FILE
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as e:
+            raise StoreError(
+                f"cannot open the writers' lock {path}: "
+                + ("it is a symlink" if e.errno == errno.ELOOP else str(e.strerror)),
+                hint=f"it is never part of the store: delete it (`rm {path}`)",
+            ) from e
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(
+                    f"the writers' lock {path} is not a regular file",
+                    hint="it is never part of the store: delete it",
+                )
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._clean_temp_files()
             yield
@@ -177,8 +265,11 @@ class Store:
             os.close(fd)
 
     def _clean_temp_files(self) -> None:
+        """Remove temp files a killed writer left (only files and symlinks, never followed)."""
         for stale in self.root.glob(".*.tmp-*"):
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if not stat.S_ISDIR(stale.lstat().st_mode):
+                    stale.unlink()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -193,10 +284,7 @@ class Store:
 
     def _load(self, name: str) -> SopsDocument:
         path = self.path_for(name)
-        try:
-            text = path.read_bytes()
-        except FileNotFoundError as e:
-            raise self._not_found(name) from e
+        text = _read_capped(path, MAX_FILE_SIZE, lambda: self._not_found(name))
         try:
             doc = sopsfile.parse(text, str(path))
         except IntegrityError as e:
@@ -231,10 +319,11 @@ class Store:
         leaf_type = opened.leaf.type if opened.leaf else "str"
         return Secret(name, _as_extracted(opened.plaintext, leaf_type, self._where(name)))
 
-    def info(self, name: str) -> SecretInfo:
+    def info(self, name: str, members: Mapping[str, str] | None = None) -> SecretInfo:
         doc = self._load(name)
         size = 0 if doc.value == "" else len(cipher.parse_leaf(doc.value, self._where(name)).data)
-        members = self.recipients()  # read once: `ls` calls this for every secret
+        if members is None:
+            members = self.recipients()
         return SecretInfo(
             name=name,
             size=size,
@@ -316,12 +405,30 @@ class Store:
         return True
 
     def remove(self, name: str) -> None:
-        path = self.path_for(name)
+        """Remove an entry, well named or not (`NAME` or its file name `NAME.sops.yaml`): only
+        a regular file or a symlink directly in the store, never followed."""
+        if not name or "/" in name or "\0" in name or name.startswith("."):
+            raise SecretNotFoundError(f"no secret {name!r} in {self.root}")
         with self.lock():
-            if not path.exists():
-                raise self._not_found(name, suggest_set=False)
-            path.unlink()
-            _fsync_dir(self.root)
+            dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                entry, st = name + SUFFIX, _lstat_at(name + SUFFIX, dir_fd)
+                if st is None and name.endswith(SUFFIX):
+                    entry, st = name, _lstat_at(name, dir_fd)
+                if st is None:
+                    raise self._not_found(name, suggest_set=False)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    raise StoreError(
+                        f"{self.root / entry} is not a file; `rm` removes only files",
+                        hint="look at it and remove it yourself",
+                    )
+                try:
+                    os.unlink(entry, dir_fd=dir_fd)
+                except OSError as e:
+                    raise StoreError(f"cannot remove {self.root / entry}: {e.strerror}") from e
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
     # -- recipients ----------------------------------------------------------------------
 
@@ -338,7 +445,8 @@ class Store:
             if key.strip() in members.values():
                 raise RecipientError("that key is already a recipient")
             # Decrypt everything first: a file we cannot open stops us before anything changes.
-            values = {n: self._open(n, identities).plaintext for n in self.names()}
+            names = self.require_all_readable_names()
+            values = {n: self._open(n, identities).plaintext for n in names}
             self._save_recipients({**members, member: key.strip()})
             return self._rewrite(values, identities, rotate=False, progress=progress)
 
@@ -355,7 +463,8 @@ class Store:
                     "cannot remove the last recipient: nobody could read the store"
                 )
             # Decrypt everything first, so a file we cannot open stops us before anything changes.
-            values = {n: self._open(n, identities).plaintext for n in self.names()}
+            names = self.require_all_readable_names()
+            values = {n: self._open(n, identities).plaintext for n in names}
             del members[member]
             self._save_recipients(members)
             return self._rewrite(values, identities, rotate=True, progress=progress)
@@ -367,7 +476,8 @@ class Store:
     def _rewrite_all(
         self, identities: Identities, *, rotate: bool, progress: Progress | None
     ) -> int:
-        values = {n: self._open(n, identities).plaintext for n in self.names()}
+        names = self.require_all_readable_names()
+        values = {n: self._open(n, identities).plaintext for n in names}
         return self._rewrite(values, identities, rotate=rotate, progress=progress)
 
     def _rewrite(
@@ -443,7 +553,7 @@ def seal(
 
 
 def _validate_member(member: str) -> None:
-    if not _MEMBER.match(member):
+    if not _MEMBER.fullmatch(member):
         raise UsageProblem(
             f"invalid recipient name {member!r}", hint="use letters, digits, . _ @ -"
         )
@@ -483,6 +593,63 @@ def _emit_recipients(members: Mapping[str, str]) -> bytes:
     ]
     lines += [f"{name}: {sopsfile.yaml_scalar(key)}" for name, key in members.items()]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _read_capped(path: Path, limit: int, missing: Callable[[], StoreError]) -> bytes:
+    """A store file's bytes: never through a symlink, only a regular file, at most `limit`
+    bytes (anyone with push access can commit a symlink to /dev/zero or a 10 GB file)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as e:
+        raise missing() from e
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise IntegrityError(
+                f"{path} is a symlink; devsecrets does not follow symlinks in the store",
+                hint="restore it from git, or remove it with `devsecrets rm`",
+            ) from e
+        raise StoreError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise IntegrityError(f"{path} is not a regular file")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise IntegrityError(
+            f"{path} is larger than any valid file of its kind ({limit} bytes)",
+            hint="restore it from git",
+        )
+    return b"".join(chunks)
+
+
+def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _lexists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _shell_quote(text: str) -> str:
+    return (
+        text
+        if re.fullmatch(r"[A-Za-z0-9_.@%+=:,/-]+", text)
+        else "'" + text.replace("'", "'\\''") + "'"
+    )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -16,9 +16,7 @@ from typing import Any
 import yaml
 
 from devsecrets.errors import IntegrityError
-
-# libyaml when present (same BaseLoader semantics: every scalar a string), ~10x faster.
-YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+from devsecrets.store import yamlload
 
 SOPS_VERSION = "3.11.0"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
@@ -50,10 +48,12 @@ class SopsDocument:
 
 def parse(text: bytes, where: str) -> SopsDocument:
     try:
-        # BaseLoader keeps every scalar as written: no YAML 1.1 surprises (SOPS-FORMAT §1.9).
-        tree: Any = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - BaseLoader builds no objects
+        # BaseLoader semantics keep every scalar as written: no YAML 1.1 surprises.
+        tree: Any = yamlload.load(text)
     except yaml.YAMLError as e:
-        raise IntegrityError(f"integrity check failed for {where}: not a SOPS YAML file") from e
+        raise IntegrityError(
+            f"integrity check failed for {where}: not a SOPS YAML file ({yamlload.reason(e)})"
+        ) from e
     if not isinstance(tree, dict) or not isinstance(tree.get("sops"), dict):
         raise IntegrityError(
             f"integrity check failed for {where}: not a SOPS file (no sops metadata)"

@@ -1,0 +1,276 @@
+"""Store content anyone with push access can commit: alias bombs, duplicate keys, symlinks,
+special files, huge files, badly named entries. Each fails fast with one line naming the
+entry, exit 1 (never 3), and the other entries keep working."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Result, User
+
+from devsecrets.errors import StackError
+from devsecrets.stack import read_model
+from devsecrets.store import MAX_FILE_SIZE, MAX_RECIPIENTS, MAX_VALUE_SIZE
+
+CANARY = b"canary-hostile-store-8e2c"
+
+# The classic "billion laughs": 9 levels of 9 aliases, under 1 KB, 9**9 strings expanded.
+ALIAS_BOMB = "".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
+        *(
+            f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n"
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+).encode()
+
+
+@pytest.fixture
+def stored(alice: User) -> User:
+    assert alice.run("set", "good", input=CANARY).exit_code == 0
+    return alice
+
+
+def one_line_failure(result: Result, code: int = 1) -> str:
+    assert result.exit_code == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, result.stderr  # error + optional hint
+    assert lines[0].startswith("devsecrets: error: ")
+    assert "Traceback" not in result.stderr
+    assert CANARY.decode() not in result.stderr
+    return result.stderr
+
+
+def test_the_alias_bomb_is_small():
+    assert len(ALIAS_BOMB) < 1024
+
+
+@pytest.mark.parametrize("name", ["get", "ls", "rekey"])
+def test_an_alias_bomb_in_a_store_file_fails_fast(stored: User, name: str):
+    (stored.store / "bomb.sops.yaml").write_bytes(ALIAS_BOMB)
+    start = time.monotonic()
+    result = stored.run(*(["get", "bomb"] if name == "get" else [name]))
+    assert time.monotonic() - start < 5
+    assert result.exit_code == 1
+    assert "bomb.sops.yaml" in result.stderr
+    assert "aliases are not allowed" in result.stderr or "anchors are not allowed" in result.stderr
+    if name == "ls":  # the other entry is still listed
+        assert result.out.startswith("good ")
+
+
+@pytest.mark.parametrize("command", [["ls"], ["set", "x"], ["rekey"], ["recipients", "ls"]])
+def test_an_alias_bomb_in_recipients_yaml_fails_fast(stored: User, command: list[str]):
+    (stored.store / "recipients.yaml").write_bytes(ALIAS_BOMB)
+    start = time.monotonic()
+    result = stored.run(*command, input=b"v")
+    assert time.monotonic() - start < 5
+    assert "recipients.yaml is not valid YAML" in one_line_failure(result)
+
+
+@pytest.mark.parametrize("text", [b"x: &a 1\n", b"x: &a [1]\ny: z\n"])
+def test_an_anchor_alone_is_refused(stored: User, text: bytes):
+    (stored.store / "anchored.sops.yaml").write_bytes(text)
+    assert "anchors are not allowed" in one_line_failure(stored.run("get", "anchored"))
+
+
+def test_deep_nesting_is_refused_without_exhausting_the_stack(stored: User):
+    (stored.store / "deep.sops.yaml").write_bytes(b"x: " + b"[" * 100_000)
+    assert "nested too deeply" in one_line_failure(stored.run("get", "deep"))
+
+
+def test_duplicate_keys_are_refused_in_recipients_yaml(stored: User, bob: User):
+    path = stored.store / "recipients.yaml"
+    path.write_text(path.read_text() + f"alice: {bob.public_key()}\n")
+    assert "duplicate key 'alice'" in one_line_failure(stored.run("recipients", "ls"))
+
+
+def test_a_duplicate_top_level_key_is_refused(stored: User):
+    path = stored.store / "good.sops.yaml"
+    text = path.read_text()
+    first = text.splitlines()[0]
+    path.write_text(text + first + "\n")  # the same secret twice: sops refuses it too
+    assert "duplicate key 'good'" in one_line_failure(stored.run("get", "good"))
+
+
+def test_a_member_name_with_a_newline_in_recipients_yaml_is_refused(stored: User):
+    path = stored.store / "recipients.yaml"
+    path.write_text(path.read_text() + '"eve\\n": age1xyz\n')
+    assert "invalid member name" in one_line_failure(stored.run("recipients", "ls"))
+
+
+def test_a_symlink_to_dev_zero_fails_with_one_line_naming_it(stored: User):
+    (stored.store / "zero.sops.yaml").symlink_to("/dev/zero")
+    err = one_line_failure(stored.run("get", "zero"))
+    assert "zero.sops.yaml is a symlink" in err
+    listing = stored.run("ls")
+    assert listing.exit_code == 1
+    assert listing.out.startswith("good ")
+    assert "zero.sops.yaml is a symlink" in listing.stderr
+
+
+def test_a_symlink_to_a_valid_file_is_not_followed(stored: User, tmp_path: Path):
+    outside = tmp_path / "outside.sops.yaml"
+    outside.write_bytes((stored.store / "good.sops.yaml").read_bytes())
+    (stored.store / "good.sops.yaml").unlink()
+    (stored.store / "good.sops.yaml").symlink_to(outside)
+    assert "is a symlink" in one_line_failure(stored.run("get", "good"))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_special_files_are_never_read(stored: User, kind: str):
+    path = stored.store / "odd.sops.yaml"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    start = time.monotonic()
+    assert "not a regular file" in one_line_failure(stored.run("get", "odd"))
+    assert time.monotonic() - start < 5  # a FIFO does not block the reader
+
+
+def test_a_file_larger_than_any_valid_one_is_refused_unread(stored: User):
+    path = stored.store / "huge.sops.yaml"
+    with path.open("wb") as out:
+        out.truncate(MAX_FILE_SIZE + 1)  # sparse: costs no disk
+    assert "larger than any valid file" in one_line_failure(stored.run("get", "huge"))
+
+
+def test_the_largest_value_fits_under_the_cap_with_many_recipients(stored: User, bob: User):
+    # the cap budgets 1 KiB per recipient and 4 KiB for the rest; measured, both fit
+    value = b"v" * MAX_VALUE_SIZE
+    assert stored.run("set", "big", input=value).exit_code == 0
+    one = (stored.store / "big.sops.yaml").stat().st_size
+    assert stored.run("recipients", "add", "bob", bob.public_key()).exit_code == 0
+    stanza = (stored.store / "big.sops.yaml").stat().st_size - one
+    assert 0 < stanza < 1024
+    assert one + (MAX_RECIPIENTS - 1) * stanza < MAX_FILE_SIZE
+    assert stored.run("get", "big").stdout == value
+
+
+def test_a_committed_lock_symlink_creates_nothing_at_its_target(stored: User, tmp_path: Path):
+    target = tmp_path / "planted"
+    lock = stored.store / ".lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(target)
+    err = one_line_failure(stored.run("set", "x", input=b"v"))
+    assert ".lock" in err
+    assert "symlink" in err
+    assert not target.exists()
+    assert not (stored.store / "x.sops.yaml").exists()
+
+
+def test_a_lock_that_is_not_a_regular_file_is_refused(stored: User):
+    lock = stored.store / ".lock"
+    lock.unlink(missing_ok=True)
+    os.mkfifo(lock)
+    assert "not a regular file" in one_line_failure(stored.run("set", "x", input=b"v"))
+
+
+@pytest.mark.parametrize("entry", ["bad name.sops.yaml", "sops.sops.yaml", "x\n.sops.yaml"])
+def test_a_badly_named_entry_is_reported_and_the_others_still_work(stored: User, entry: str):
+    (stored.store / entry).write_bytes(b"junk")
+    listing = stored.run("ls")
+    assert listing.exit_code == 1
+    assert listing.out.startswith("good ")
+    assert repr(entry) in listing.stderr
+    assert stored.run("get", "good").stdout == CANARY
+    assert stored.run("set", "other", input=b"v").exit_code == 0
+
+
+def test_rekey_refuses_a_badly_named_entry_and_changes_nothing(stored: User):
+    (stored.store / "bad name.sops.yaml").write_bytes(b"junk")
+    before = (stored.store / "good.sops.yaml").read_bytes()
+    err = one_line_failure(stored.run("rekey"))
+    assert "'bad name.sops.yaml'" in err
+    assert "nothing was changed" in err
+    assert (stored.store / "good.sops.yaml").read_bytes() == before
+    assert stored.run("rm", "bad name").exit_code == 0
+    assert stored.run("rekey").exit_code == 0
+
+
+@pytest.mark.parametrize("entry", ["bad name.sops.yaml", "sops.sops.yaml", "x\n.sops.yaml"])
+def test_rm_removes_a_badly_named_entry(stored: User, entry: str):
+    (stored.store / entry).write_bytes(b"junk")
+    result = stored.run("rm", entry[: -len(".sops.yaml")])
+    assert result.exit_code == 0, result.stderr
+    assert not (stored.store / entry).exists()
+    assert stored.run("ls").exit_code == 0
+
+
+def test_rm_takes_the_file_name_too(stored: User):
+    (stored.store / "bad name.sops.yaml").write_bytes(b"junk")
+    assert stored.run("rm", "bad name.sops.yaml").exit_code == 0
+    assert not (stored.store / "bad name.sops.yaml").exists()
+
+
+def test_rm_removes_a_symlink_entry_never_its_target(stored: User, tmp_path: Path):
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me")
+    (stored.store / "link.sops.yaml").symlink_to(target)
+    assert stored.run("rm", "link").exit_code == 0
+    assert not (stored.store / "link.sops.yaml").is_symlink()
+    assert target.read_bytes() == b"keep me"
+
+
+def test_rm_refuses_a_directory_entry(stored: User):
+    (stored.store / "x.sops.yaml").mkdir()
+    (stored.store / "x.sops.yaml" / "inside").write_bytes(b"keep me")
+    assert "is not a file" in one_line_failure(stored.run("rm", "x"))
+    assert (stored.store / "x.sops.yaml" / "inside").read_bytes() == b"keep me"
+    listing = stored.run("ls")
+    assert listing.exit_code == 1
+    assert "x.sops.yaml is not a regular file" in listing.stderr
+
+
+@pytest.mark.parametrize("name", ["../good", ".lock", ".gitignore", "recipients", ""])
+def test_rm_never_leaves_the_store_or_removes_its_own_files(stored: User, name: str):
+    result = stored.run("rm", "--", name)
+    assert result.exit_code == 1
+    assert (stored.store / ".gitignore").exists()
+    assert (stored.store / "recipients.yaml").exists()
+    assert (stored.store / "good.sops.yaml").exists()
+
+
+def test_a_recipient_name_with_a_newline_is_refused(stored: User, bob: User):
+    result = stored.run("recipients", "add", "name\n", bob.public_key())
+    assert "invalid recipient name" in one_line_failure(result, code=2)
+    assert "name" not in stored.run("recipients", "ls").out.split()
+
+
+def _model(secrets: list[dict]) -> dict:
+    return {
+        "name": "p",
+        "services": {"app": {"image": "x", "secrets": secrets}},
+        "secrets": {"a": {"external": True}, "b": {"external": True}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("targets", "fragment"),
+    [
+        (("conf", "conf/inner"), "inside"),
+        (("/etc/app", "/etc/app/x"), "inside"),
+        (("same", "/run/secrets/same"), "the same as"),
+    ],
+)
+def test_a_target_clash_is_a_stack_error(targets: tuple[str, str], fragment: str):
+    with pytest.raises(StackError, match=fragment):
+        read_model(_model([{"source": s, "target": t} for s, t in zip("ab", targets)]))
+
+
+def test_neighbouring_targets_do_not_clash():
+    read_model(_model([{"source": "a", "target": "conf"}, {"source": "b", "target": "conf2"}]))
+
+
+@pytest.mark.parametrize("field", ["uid", "gid"])
+@pytest.mark.parametrize("value", ["99999999999", "4294967295", "-1", "root", "1e3", 2**70])
+def test_a_uid_or_gid_out_of_range_is_a_stack_error(field: str, value: object):
+    with pytest.raises(StackError, match=f"{field} .*Swarm needs a number"):
+        read_model(_model([{"source": "a", field: value}]))
+
+
+@pytest.mark.parametrize("target", ["/", "/run/secrets", "/run/secrets/", "."])
+def test_a_target_that_is_a_directory_everyone_needs_is_refused(target: str):
+    with pytest.raises(StackError, match="bad target"):
+        read_model(_model([{"source": "a", "target": target}]))
