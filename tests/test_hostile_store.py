@@ -256,7 +256,7 @@ def _model(secrets: list[dict]) -> dict:
 )
 def test_a_target_clash_is_a_stack_error(targets: tuple[str, str], fragment: str):
     with pytest.raises(StackError, match=fragment):
-        read_model(_model([{"source": s, "target": t} for s, t in zip("ab", targets)]))
+        read_model(_model([{"source": s, "target": t} for s, t in zip("ab", targets, strict=True)]))
 
 
 def test_neighbouring_targets_do_not_clash():
