@@ -18,6 +18,10 @@ import yaml
 from devsecrets.errors import IntegrityError
 from devsecrets.store import yamlload
 
+# libyaml's BaseLoader (every scalar a string), for YAML that is not store content (completion
+# reads stack files with it). Store files go through `yamlload`, which refuses aliases etc.
+YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
 SOPS_VERSION = "3.11.0"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 _RULE_KEYS = (
