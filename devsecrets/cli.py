@@ -39,7 +39,12 @@ class App:
     def store(self) -> Any:
         from devsecrets.store import find_store
 
-        return find_store(self.cwd, self.store_option)
+        store = find_store(self.cwd, self.store_option)
+        pending = store.pending()  # an interrupted `recipients rm`: every command says so
+        if pending:
+            _say(f"devsecrets: warning: {pending.message}")
+            _say(f"devsecrets: hint: {pending.hint}")
+        return store
 
     def identities(self) -> Any:
         if self._identities is None:

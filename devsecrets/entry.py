@@ -41,6 +41,9 @@ def _get(store_option: str | None, name: str) -> int:
         from devsecrets.store import find_store
 
         store = find_store(Path.cwd(), Path(store_option) if store_option else None)
+        pending = store.pending()  # an interrupted `recipients rm`, as the full CLI says
+        if pending:
+            sys.stderr.write(error_lines(pending).replace(": error: ", ": warning: ", 1))
         value = store.read(name, find_identities(os.environ)).value
     except DevsecretsError as e:
         if os.environ.get("DEVSECRETS_DEBUG") == "1":

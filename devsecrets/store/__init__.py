@@ -33,7 +33,7 @@ from devsecrets.errors import (
     UsageProblem,
 )
 from devsecrets.keys import Identities
-from devsecrets.store import age, cipher, sopsfile, yamlload
+from devsecrets.store import age, cipher, journal, sopsfile, yamlload
 from devsecrets.store.sopsfile import AgeStanza, SopsDocument
 from devsecrets.suggest import did_you_mean
 
@@ -57,7 +57,10 @@ _LEAF_OVERHEAD = len("ENC[AES256_GCM,data:,iv:,tag:,type:bytes]") + 2 * 24  # iv
 _MAX_LEAF = _LEAF_OVERHEAD + 4 * ((MAX_VALUE_SIZE + 2) // 3)
 MAX_FILE_SIZE = 64 + _MAX_LEAF + MAX_RECIPIENTS * 1024 + 4096  # name line, leaf, stanzas, rest
 MAX_RECIPIENTS_FILE_SIZE = MAX_RECIPIENTS * 256 + 4096  # name: key per line, comments
-GITIGNORE = "# devsecrets: the writers' lock and interrupted temp files\n.lock\n.*.tmp-*\n"
+GITIGNORE = (
+    "# devsecrets: the writers' lock, interrupted temp files, an unfinished `recipients rm`\n"
+    ".lock\n.*.tmp-*\n.journal\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,12 +453,28 @@ class Store:
             self._save_recipients({**members, member: key.strip()})
             return self._rewrite(values, identities, rotate=False, progress=progress)
 
+    def pending(self) -> StoreError | None:
+        """Set if an interrupted `recipients rm` has not finished (every command says it)."""
+        if not journal.read(self.root, _read_capped):  # the usual case: one failed open()
+            return None
+        owed = self._owed(self.recipients())
+        return journal.describe(owed) if owed else None
+
+    def _owed(self, members: Mapping[str, str]) -> dict[str, str]:
+        """Removed members (journal) whose key is not a recipient again."""
+        removed = journal.read(self.root, _read_capped)
+        return {m: k for m, k in removed.items() if k not in members.values()}
+
     def remove_recipient(
         self, member: str, identities: Identities, progress: Progress | None = None
     ) -> int:
-        """Remove a member and rotate every data key, so they cannot read later writes."""
+        """Remove a member and rotate every data key, so they cannot read later writes. A
+        removal that was interrupted (the journal names the member) is finished instead."""
         with self.lock():
             members = self.recipients()
+            owed = self._owed(members)
+            if member not in members and member in owed:
+                return self._finish_removal(owed, identities, progress)
             if member not in members:
                 raise RecipientError(f"no recipient {member!r}; see `devsecrets recipients ls`")
             if len(members) == 1:
@@ -465,13 +484,33 @@ class Store:
             # Decrypt everything first, so a file we cannot open stops us before anything changes.
             names = self.require_all_readable_names()
             values = {n: self._open(n, identities).plaintext for n in names}
+            journal.write(self.root, {**owed, member: members[member]}, _atomic_write)
             del members[member]
             self._save_recipients(members)
-            return self._rewrite(values, identities, rotate=True, progress=progress)
+            touched = self._rewrite(values, identities, rotate=True, progress=progress)
+            journal.clear(self.root)
+            return touched
+
+    def _finish_removal(
+        self, owed: Mapping[str, str], identities: Identities, progress: Progress | None
+    ) -> int:
+        """Rotate the files that still hold a removed key, then forget the journal."""
+        keys = set(owed.values())
+        names = [
+            n
+            for n in self.require_all_readable_names()
+            if keys & {s.recipient for s in self._load(n).age}
+        ]
+        values = {n: self._open(n, identities).plaintext for n in names}
+        touched = self._rewrite(values, identities, rotate=True, progress=progress)
+        journal.clear(self.root)
+        return touched
 
     def rekey(self, identities: Identities, progress: Progress | None = None) -> int:
         with self.lock():
-            return self._rewrite_all(identities, rotate=True, progress=progress)
+            touched = self._rewrite_all(identities, rotate=True, progress=progress)
+            journal.clear(self.root)  # every key rotated: nothing is owed any more
+            return touched
 
     def _rewrite_all(
         self, identities: Identities, *, rotate: bool, progress: Progress | None
