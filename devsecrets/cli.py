@@ -617,6 +617,117 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
     return int(run_passthrough(_options(kwargs), app.cwd, app.env, compose_args))
 
 
+@cli.command(context_settings=PASSTHROUGH)
+@click.option(
+    "-c", "--compose-file", "files", multiple=True, required=True, help="Stack file (repeatable)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (create/reuse/prune); change nothing."
+)
+@click.option("--prune-only", is_flag=True, help="Only remove unused versions; deploy nothing.")
+@click.option(
+    "--keep",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Also keep the N newest unused versions of each secret.",
+)
+@click.option(
+    "--timeout",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds to wait for the services to converge.",
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask (required without a terminal).")
+@click.argument("stack_args", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_app
+def deploy(
+    app: App,
+    /,
+    files: tuple[str, ...],
+    dry_run: bool,
+    prune_only: bool,
+    keep: int,
+    timeout: int,
+    yes: bool,
+    stack_args: tuple[str, ...],
+) -> None:
+    """docker stack deploy with each secret from the store as a versioned Swarm secret.
+
+    Each secret the stack declares `external: true` and the store holds becomes a Swarm
+    secret named <name>_<hash of its value>; the stack is deployed pointing at those names
+    (same /run/secrets paths), Swarm rolls the services over, and versions no service uses
+    any more are removed. Unchanged values create nothing. The stack files are not changed.
+    STACK goes last; other `docker stack deploy` flags go before it.
+
+    \b
+    Examples:
+      devsecrets deploy --dry-run -c docker-stack.yml shop
+      devsecrets deploy -c docker-stack.yml -c prod.yml --yes shop
+      devsecrets deploy -c docker-stack.yml --with-registry-auth shop
+      devsecrets deploy -c docker-stack.yml --prune-only --keep 1 shop
+    """
+    from devsecrets.deploy import DeployOptions
+    from devsecrets.deploy import deploy as run_deploy
+
+    if stack_args[-1].startswith("-"):
+        raise click.UsageError("the stack name goes last: devsecrets deploy -c FILE … STACK")
+    options = DeployOptions(
+        files, stack_args[-1], stack_args[:-1], keep, dry_run, prune_only, float(timeout)
+    )
+    done = run_deploy(
+        options,
+        app.cwd,
+        app.env,
+        app.store,
+        app.identities,
+        confirm=_confirm_deploy(yes),
+        warn=lambda line: _say(f"devsecrets: warning: {line}"),
+    )
+    if dry_run:
+        _say(f"devsecrets: plan for stack {options.stack} on {done.target.describe()}")
+        for line in _plan_lines(done.plan, prune_only):
+            click.echo(line)
+        return
+    for name in done.created:
+        _say(f"devsecrets: created {name}")
+    for name in done.pruned:
+        _say(f"devsecrets: removed {name}")
+    for name in done.not_pruned:
+        _say(f"devsecrets: warning: {name} is unused by this stack but could not be removed")
+    _say(f"devsecrets: stack {options.stack}: {len(done.plan.wanted)} secret(s) from the store")
+
+
+def _confirm_deploy(yes: bool) -> Any:
+    def confirm(target: Any, plan: Any) -> bool:
+        from devsecrets.errors import UsageProblem
+
+        _say(f"devsecrets: changing the swarm at {target.describe()}")
+        for line in _plan_lines(plan, False):
+            _say(f"devsecrets:   {line}")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageProblem(
+                "not asking without a terminal", hint="pass --yes to change the swarm"
+            )
+        return click.confirm("Continue?", err=True)
+
+    return confirm
+
+
+def _plan_lines(plan: Any, prune_only: bool) -> list[str]:
+    """create / reuse / prune / keep / left: names and hashes, never values."""
+    lines = [f"create  {w.name}  ({w.key}, hmac-sha256 {w.digest})" for w in plan.create]
+    lines += [f"reuse   {w.name}  ({w.key}, hmac-sha256 {w.digest})" for w in plan.reuse]
+    when = "" if prune_only else ", after the rollout"
+    lines += [f"prune   {s.name}  (unused{when})" for s in plan.prune]
+    lines += [f"keep    {s.name}  (unused, --keep)" for s in plan.keep]
+    lines += [f"left    {line}  (docker stack deploy)" for line in plan.left]
+    return lines or ["nothing to do"]
+
+
 # compose commands that create or start containers, which need the secrets on tmpfs; all
 # others (ps, logs, exec, stop, kill…) only need the override, if there is one.
 STARTS_CONTAINERS = frozenset({"up", "start", "restart", "run", "create"})
