@@ -79,6 +79,14 @@ def _docker(
     args: Sequence[str], env: Mapping[str, str], *, input: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     try:
+        if input is None:  # never hand docker our own stdin
+            return subprocess.run(
+                ["docker", *args],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                env=dict(env),
+                timeout=TIMEOUT,
+            )
         return subprocess.run(
             ["docker", *args], input=input, capture_output=True, env=dict(env), timeout=TIMEOUT
         )

@@ -207,6 +207,40 @@ def docker_engine() -> str:
     return TEST_IMAGE
 
 
+SWARM_OPT_IN = "DEVSECRETS_TEST_SWARM"
+
+
+@pytest.fixture
+def swarm(docker_engine: str):
+    """A single-node swarm on the test engine, left again afterwards if this test made it.
+    Swarm state is global to an engine, so this runs only under CI=true or with
+    DEVSECRETS_TEST_SWARM=1: a developer's own swarm is never touched otherwise."""
+    if not IN_CI and os.environ.get(SWARM_OPT_IN) != "1":
+        pytest.skip(f"inits and leaves a swarm on this engine: set {SWARM_OPT_IN}=1 (or CI=true)")
+
+    def sh(*argv: str) -> str:
+        return subprocess.run(list(argv), capture_output=True, text=True, check=False).stdout
+
+    created = sh("docker", "info", "--format", "{{.Swarm.LocalNodeState}}").strip() != "active"
+    if created:
+        import socket
+
+        # A free port, not 2377: another engine on this host may hold a swarm already.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            addr = f"127.0.0.1:{probe.getsockname()[1]}"
+        init = subprocess.run(
+            ["docker", "swarm", "init", "--advertise-addr", addr, "--listen-addr", addr],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert init.returncode == 0, init.stderr
+    yield
+    if created:
+        sh("docker", "swarm", "leave", "--force")
+
+
 @pytest.fixture(scope="session")
 def compose_cli() -> list[str]:
     """docker compose for tests that need compose only (config), not the engine."""

@@ -100,17 +100,6 @@ def wait_for(find, what: str, timeout: float = 90):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def swarm(docker_engine: str):
-    state = sh("docker", "info", "--format", "{{.Swarm.LocalNodeState}}").strip()
-    created = state != "active"
-    if created:
-        sh("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
-    yield
-    if created:
-        sh("docker", "swarm", "leave", "--force", check=False)
-
-
 def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, runtime_dir: Path):
     values = {
         "db_password": b"canary-" + secrets.token_hex(8).encode(),
