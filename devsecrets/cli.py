@@ -619,7 +619,13 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
 
 @cli.command(context_settings=PASSTHROUGH)
 @click.option(
-    "-c", "--compose-file", "files", multiple=True, required=True, help="Stack file (repeatable)."
+    "-c",
+    "--compose-file",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Stack file (repeatable).",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan (create/reuse/prune); change nothing."
