@@ -646,7 +646,9 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
     help="Seconds to wait for the services to converge.",
 )
 @click.option("-y", "--yes", is_flag=True, help="Do not ask (required without a terminal).")
-@click.argument("stack_args", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument(
+    "stack_args", nargs=-1, required=True, type=click.UNPROCESSED, metavar="[FLAGS]... STACK"
+)
 @pass_app
 def deploy(
     app: App,

@@ -1,5 +1,6 @@
 """`devsecrets deploy` on a real single-node swarm: deploy, read the secret in the task, rotate
-it, prune the old version after the rollout, redeploy unchanged, survive a failing deploy."""
+it, prune the old version after the rollout, redeploy unchanged, survive a failing deploy and
+a failing rollout."""
 
 from __future__ import annotations
 
@@ -67,11 +68,23 @@ def test_deploy_rotates_prunes_and_survives_a_failed_deploy(
                 "services": {
                     "api": {
                         "image": docker_engine,
-                        "command": ["sleep", "600"],
+                        # a value containing "bad" makes the new task fail: a failed rollout
+                        "command": [
+                            "sh",
+                            "-c",
+                            "grep -q bad /run/secrets/db_password && exit 1; exec sleep 600",
+                        ],
                         "stop_signal": "SIGKILL",
                         "networks": ["hostnet"],
                         "secrets": ["db_password"],
-                        "deploy": {"update_config": {"order": "start-first"}},
+                        "deploy": {
+                            "update_config": {
+                                "order": "start-first",
+                                "failure_action": "rollback",
+                                "monitor": "3s",
+                            },
+                            "restart_policy": {"condition": "none"},
+                        },
                     }
                 },
                 "networks": {"hostnet": {"external": True, "name": "host"}},
@@ -142,6 +155,25 @@ def test_deploy_rotates_prunes_and_survives_a_failed_deploy(
         assert list(managed_secrets()) == [v2]
         assert running_task(stack) == task2
         assert seen_in_task(task2) == digest(canary[1])
+
+        # a rollout that fails: Swarm rolls back, the new version goes, the old one is kept and
+        # the service runs on with it (start-first may already have replaced the old task once
+        # the new one ran for a moment, so the task itself may be a new one)
+        assert alice.run("set", "db_password", input=b"bad-" + canary[2]).exit_code == 0
+        rollback = deploy()
+        assert rollback.returncode == 1, rollback.stderr.decode()
+        assert b"the rollout failed" in rollback.stderr
+        assert b"previous secret versions are kept" in rollback.stderr
+        assert list(managed_secrets()) == [v2]
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if seen_in_task(running_task(stack)) == digest(canary[1]):
+                    break
+            except subprocess.CalledProcessError:
+                pass  # the task went away between ps and exec
+            assert time.monotonic() < deadline, "the service never ran the old value again"
+            time.sleep(0.5)
 
         output = first.stderr + first.stdout + rotated.stderr + failed.stderr
         for value in canary:  # never on disk outside the engine, never in our output
