@@ -43,11 +43,9 @@ def handle(argv: list[str], stdin: bytes, state: dict) -> int:
     secrets, services = state["secrets"], state["services"]
     head = argv[:2]
     if head == ["info", "--format"]:
-        print(
-            json.dumps(
-                {"Name": "fake", "Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}
-            )
-        )
+        swarm_state = os.environ.get("FAKE_SWARM_STATE", "active")
+        swarm = {"LocalNodeState": swarm_state, "ControlAvailable": swarm_state == "active"}
+        print(json.dumps({"Name": "fake", "Swarm": swarm}))
     elif head == ["context", "show"]:
         print("default")
     elif head == ["context", "inspect"]:

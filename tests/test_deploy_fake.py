@@ -183,3 +183,23 @@ def test_missing_store_secret_is_left_to_the_cluster_and_env_secrets_are_refused
     refused = deploy(user, "--dry-run", "--yes")
     assert refused.exit_code == 1
     assert "comes from the environment" in refused.stderr
+
+
+def test_an_engine_that_is_no_swarm_manager_is_refused(fake):
+    user, tmp = fake
+    user.run("set", "db_password", input=b"one")
+    result = deploy(user.with_env({"FAKE_SWARM_STATE": "inactive"}), "--dry-run")
+    assert result.exit_code == 1
+    assert "is not a swarm manager (swarm: inactive)" in result.stderr
+    assert "devsecrets: hint:" in result.stderr
+
+
+def test_keys_swarm_ignores_are_warned_about_before_the_plan(fake):
+    user, tmp = fake
+    user.run("set", "db_password", input=b"one")
+    user.run("set", "api_token", input=b"tok")
+    stack = {**STACK, "services": {"api": {**STACK["services"]["api"], "container_name": "x1"}}}
+    (user.project / "docker-stack.yml").write_text(yaml.safe_dump(stack))
+    result = deploy(user, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: service api: docker stack deploy ignores container_name" in result.stderr
