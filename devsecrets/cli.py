@@ -443,8 +443,15 @@ def _options(kwargs: dict[str, Any]) -> Any:
     )
 
 
-def _prepare(app: App, kwargs: dict[str, Any], *, validate: bool = True) -> Any:
+def _prepare(
+    app: App, kwargs: dict[str, Any], *, validate: bool = True, on_change: tuple[str, ...] = ()
+) -> Any:
+    """Materialize and render. The stack's and the command line's on-change policies are
+    checked before anything is written."""
+    from devsecrets.live import parse_cli_policies, policies
     from devsecrets.session import prepare
+
+    cli_policies = parse_cli_policies(on_change)
 
     return prepare(
         _options(kwargs),
@@ -455,6 +462,7 @@ def _prepare(app: App, kwargs: dict[str, Any], *, validate: bool = True) -> Any:
         allow_disk=kwargs["allow_disk"],
         warn=lambda line: _say(f"devsecrets: warning: {line}"),
         validate=validate,
+        check=lambda model: policies(model.on_change, cli_policies),
     )
 
 
@@ -514,18 +522,21 @@ def up(
       devsecrets up -f docker-stack.yml -p shop
     """
     from devsecrets.live import parse_cli_policies, start_watching
-    from devsecrets.session import is_detached
+    from devsecrets.process import plaintext_guard
+    from devsecrets.session import is_detached, wiped_on_error
     from devsecrets.session import up as run_up
 
     parse_cli_policies(on_change)  # bad input fails before anything is written
-    session = _prepare(app, kwargs, validate=False)
-    _say(f"devsecrets: {_summary(session)}")
     detached = is_detached(compose_args)
-    if detached and not no_watch:
-        _say("devsecrets: detached; run `devsecrets watch` to follow store changes")
-    watching = None if detached or no_watch else _live(app, session, on_change)
-    hook = (lambda s: start_watching(watching)) if watching else None
-    return int(run_up(session, compose_args, while_running=hook))
+    with plaintext_guard():  # a stop signal from here on wipes what was written
+        session = _prepare(app, kwargs, validate=False, on_change=on_change)
+        with wiped_on_error(session, detached):
+            _say(f"devsecrets: {_summary(session)}")
+            if detached and not no_watch:
+                _say("devsecrets: detached; run `devsecrets watch` to follow store changes")
+            watching = None if detached or no_watch else _live(app, session, on_change)
+            hook = (lambda s: start_watching(watching)) if watching else None
+        return int(run_up(session, compose_args, while_running=hook))
 
 
 @cli.command()
@@ -542,10 +553,11 @@ def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
     import signal
     import threading
 
-    from devsecrets.live import parse_cli_policies, start_watching
+    from devsecrets.live import start_watching
+    from devsecrets.process import no_core_dumps
 
-    parse_cli_policies(on_change)
-    session = _prepare(app, kwargs)
+    no_core_dumps()
+    session = _prepare(app, kwargs, on_change=on_change)
     live = _live(app, session, on_change)
     live.catch_up()
     stop = start_watching(live)
@@ -585,7 +597,10 @@ def render(app: App, /, to_stdout: bool, **kwargs: Any) -> None:
     docker compose -f stack.yml -f "$(devsecrets render)" up. The secrets stay on tmpfs until
     `devsecrets down`.
     """
-    session = _prepare(app, kwargs)
+    from devsecrets.process import plaintext_guard
+
+    with plaintext_guard():  # interrupted before the end: nothing is left behind
+        session = _prepare(app, kwargs)
     if to_stdout:
         click.echo(session.override.read_text(), nl=False)
     else:
@@ -609,10 +624,17 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
     devsecrets compose -f stack.yml logs -f api
     """
     from devsecrets import compose
+    from devsecrets.process import plaintext_guard
     from devsecrets.session import run_passthrough
+    from devsecrets.session import up as run_up
 
+    if compose_args[0] == "up":  # like `devsecrets up --no-watch`: wiped when it ends
+        with plaintext_guard():
+            session = _prepare(app, kwargs, validate=False)
+            return int(run_up(session, compose_args[1:]))
     if compose_args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first
-        session = _prepare(app, kwargs)
+        with plaintext_guard():
+            session = _prepare(app, kwargs)
         return compose.run(session.argv(compose_args), app.env, app.cwd)
     return int(run_passthrough(_options(kwargs), app.cwd, app.env, compose_args))
 

@@ -438,6 +438,13 @@ def hold(project_dir: Path, *, exclusive: bool = False) -> Held:
     """Lock our directory `project_dir` (made if missing) against cleanup by others, and make
     sure the locked directory is still the one at that path (cleanup may have just removed
     the one we opened)."""
+    try:
+        return _hold(project_dir, exclusive)
+    except OSError as e:
+        raise TmpfsError(f"cannot lock {project_dir}: {e.strerror}") from e
+
+
+def _hold(project_dir: Path, exclusive: bool) -> Held:
     while True:
         fd = open_owned(project_dir)
         try:
@@ -547,13 +554,20 @@ def _clean_one(root_fd: int, name: str, is_stale: IsStale) -> bool:
 def scratch_dir(root: Path, prefix: str) -> Iterator[tuple[Path, int]]:
     """A new private directory of ours in `root`, locked exclusively while in use, removed
     (with its content overwritten first) at the end. Yields its path and fd."""
-    root_fd = open_dir(root)
+    try:
+        root_fd = open_dir(root)
+    except OSError as e:
+        raise TmpfsError(f"cannot open {root}: {e.strerror}") from e
     try:
         while True:
             name = f"{prefix}{_random.token_hex(6)}"
-            with contextlib.suppress(FileExistsError):
+            try:
                 fd = make_owned(root_fd, name)
                 break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise TmpfsError(f"cannot make a private directory in {root}: {e.strerror}") from e
         lock = _lock(fd, fcntl.LOCK_EX)
         try:
             yield Path(root, name), fd

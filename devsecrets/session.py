@@ -6,6 +6,7 @@ layout) and compose's exit code. Cleans up what it wrote when it fails; never pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,13 +99,17 @@ def prepare(
     allow_disk: bool,
     warn: Warn,
     validate: bool = True,
+    check: Callable[[StackModel], object] | None = None,
 ) -> Session:
     """Everything before `compose up`: the secrets are on tmpfs and the override is written.
 
     `validate` runs `compose config` on the result; `up` skips it because compose checks the
-    override itself a moment later, and reports its own error."""
+    override itself a moment later, and reports its own error. `check` sees the model before
+    anything is written (e.g. the x-devsecrets policies), so bad input leaves nothing behind."""
     root = private_root(env, allow_disk=allow_disk, warn=warn)
     project, model = open_project(options, cwd, env, need_engine=True, cache=root / COMPOSE_CACHE)
+    if check is not None:
+        check(model)
     store = store_factory()
     layout = plan(model, set(store.names()))
     if layout.missing:
@@ -144,6 +149,18 @@ def prepare(
     session.blocks = blocks
     session.previous_blocks = previous_blocks
     return session
+
+
+@contextlib.contextmanager
+def wiped_on_error(session: Session, detached: bool) -> Iterator[None]:
+    """Between `prepare` and `up`: an error or a stop signal there wipes what was written,
+    unless it belongs to a detached stack that was already running."""
+    try:
+        yield
+    except BaseException:
+        if session.created_dir or not detached:
+            materialize.wipe(session.project_dir)
+        raise
 
 
 def publish_override(project_dir: Path, layout: Layout) -> tuple[Path, dict[str, str]]:
