@@ -99,6 +99,11 @@ def _walk(path: Path) -> tuple[int, str, list[str]]:
             shown = "/" + "/".join([*names, name])
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=fds[-1])
+            except PermissionError:
+                owner = os.stat(name, dir_fd=fds[-1], follow_symlinks=False).st_uid
+                raise _NotOurs(
+                    f"{shown} belongs to {_who(owner)}; refusing to use it", owner
+                ) from None
             except FileNotFoundError:
                 if ".." in parts:
                     raise UnsafePathError(f"{path}: '..' after a missing directory") from None
