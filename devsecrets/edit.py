@@ -84,9 +84,12 @@ def _edited_copy(private_dir: Path, name: str, content: bytes, editor: list[str]
     """Run the editor on a scratch copy; its bytes afterwards (the copy is gone by then)."""
     with runtime_dir.scratch_dir(private_dir, "edit-") as (directory, dir_fd):
         # the copy keeps the secret's name, so editors pick a sensible mode
-        fd = os.open(name, runtime_dir.NEW_FILE, 0o600, dir_fd=dir_fd)
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
+        try:
+            fd = os.open(name, runtime_dir.NEW_FILE, 0o600, dir_fd=dir_fd)
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+        except OSError as e:
+            raise EditError(f"cannot write the copy in {directory}: {e.strerror}") from e
         try:
             result = subprocess.run([*editor, str(directory / name)], check=False)  # noqa: S603
         except OSError as e:

@@ -145,12 +145,21 @@ def open_dir(path: Path, *, create: bool = False, mode: int = 0o700) -> int:
     try:
         if missing and not create:
             raise FileNotFoundError(errno.ENOENT, "no such directory", str(path))
-        for name in missing:
-            fd = _replace(fd, make_owned(fd, name, mode))
-        return fd
+        return _make_missing(fd, missing, mode) if missing else fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _make_missing(fd: int, missing: list[str], mode: int) -> int:
+    """mkdir each missing component (0700, unmarked: a parent such as ~/.cache is the user's
+    once it exists), the last one marked ours; returns its fd and closes `fd`."""
+    for name in missing[:-1]:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=fd)
+        fd = _replace(fd, os.open(name, _DIR_FLAGS, dir_fd=fd))
+        _check_dir(fd, name)
+    return _replace(fd, make_owned(fd, missing[-1], mode))
 
 
 def _replace(old: int, new: int) -> int:
@@ -274,8 +283,7 @@ def _claim(base: Path, *, depth: int = 0) -> Path:
     fd, real, missing = _walk(base)
     try:
         if missing:
-            for name in missing:
-                fd = _replace(fd, make_owned(fd, name))
+            fd = _make_missing(fd, missing, 0o700)
             return Path(real, *missing)
         info = os.fstat(fd)
         if info.st_uid != os.geteuid():
@@ -399,6 +407,13 @@ def _state(fd: int) -> dict[str, Any]:
 
 def update_state(project_dir: Path, **changes: Any) -> None:
     """Merge `changes` into the project's state.json (who runs it, what was rendered)."""
+    try:
+        _update_state(project_dir, changes)
+    except OSError as e:
+        raise TmpfsError(f"cannot write {project_dir / STATE}: {e.strerror}") from e
+
+
+def _update_state(project_dir: Path, changes: dict[str, Any]) -> None:
     fd = open_owned(project_dir)
     try:
         state = {**_state(fd), **changes}
