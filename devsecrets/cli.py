@@ -802,6 +802,49 @@ def run_cmd(app: App, /, names: tuple[str, ...], command: tuple[str, ...], **kwa
     return run(command, values, app.env, app.cwd, root)
 
 
+@cli.command("check")
+@compose_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--no-engine", is_flag=True, help="Skip the Docker engine and tmpfs checks (pre-commit)."
+)
+@pass_app
+def check_cmd(app: App, /, as_json: bool, no_engine: bool, **kwargs: Any) -> int:
+    """Check the project: exit 1 when anything is wrong, listing each problem.
+
+    \b
+    Finds: secrets the stack needs that the store lacks, and store entries it does not use;
+    plaintext secret files tracked by git; a store value that also appears in plain text in
+    the stack's environment:, in .env or in any file git tracks (compared by keyed hash,
+    never shown; values under 4 bytes are not searched); store files you cannot decrypt;
+    files whose keys do not match recipients.yaml; no identity; no Docker engine, compose
+    or tmpfs. Also says how `up` would run the stack.
+
+    \b
+    Examples:
+      devsecrets check
+      devsecrets check --json | jq '.findings[].code'
+      devsecrets check --no-engine      # as a pre-commit hook (.pre-commit-hooks.yaml)
+    """
+    from devsecrets.check import Inputs, check
+
+    inputs = Inputs(app.cwd, app.env, _options(kwargs), app.store, app.identities, not no_engine)
+    report = check(inputs)
+    if as_json:
+        findings = [asdict(f) for f in report.findings]
+        click.echo(json.dumps({"ok": report.ok, "findings": findings, "facts": report.facts}))
+        return 0 if report.ok else 1
+    for key, value in report.facts.items():
+        click.echo(f"info  {key}: {value}")
+    for finding in report.findings:
+        click.echo(f"FAIL  {finding.code}: {finding.message}")
+        if finding.hint:
+            click.echo(f"      hint: {finding.hint}")
+    count = len(report.findings)
+    click.echo(f"{count} problem(s)" if count else "no problems found")
+    return 0 if report.ok else 1
+
+
 def _summary(session: Any) -> str:
     count = sum(len(s.files) for s in session.layout.services)
     services = ", ".join(s.service for s in session.layout.services) or "none"
