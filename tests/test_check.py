@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import User, devsecrets, write_stack
+from conftest import DOCKER_CONFIG, User, devsecrets, write_stack
 
 CANARY = b"canary-check-7e21a9"
 pytestmark = pytest.mark.docker  # the stack is read by `docker compose config`
@@ -21,7 +21,12 @@ def git(project: Path, *args: str) -> None:
         ["git", "-C", str(project), *args],
         check=True,
         capture_output=True,
-        env={"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(project), "PATH": "/usr/bin:/bin"},
+        env={
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "HOME": str(project),
+            "DOCKER_CONFIG": DOCKER_CONFIG,
+            "PATH": "/usr/bin:/bin",
+        },
     )
 
 
@@ -167,7 +172,9 @@ def test_stale_recipients_alone(repo: User, bob: User):
 
 
 def test_no_identity_and_no_store(repo: User, tmp_path: Path):
-    code, report, _ = run_check(repo, env={"HOME": str(tmp_path / "nobody")})
+    code, report, _ = run_check(
+        repo, env={"HOME": str(tmp_path / "nobody"), "DOCKER_CONFIG": DOCKER_CONFIG}
+    )
     assert code == 1
     assert "no-identity" in codes(report)
     full_env = repo.subprocess_env()
