@@ -323,6 +323,12 @@ def deploy(
     names = set(store.names())
     found = stack_secrets(model, names)
     warnings = [*found.warnings, *ignored_keys(services)]
+    dotenv = _path(options.files[0], cwd).parent / ".env"
+    if dotenv.is_file():
+        warnings.append(
+            f"docker stack deploy does not read {dotenv} (compose does): export the variables "
+            "the stack files use"
+        )
     for line in warnings:
         warn(line)
     where = swarm.target(env)
@@ -410,8 +416,12 @@ def _read_stack(
     return read_model(raw), raw.get("services") or {}
 
 
+def _path(file: str, cwd: Path) -> Path:
+    return Path(file) if Path(file).is_absolute() else cwd / file
+
+
 def _first_file(files: Sequence[str], cwd: Path) -> Mapping[str, Any] | None:
-    path = Path(files[0]) if Path(files[0]).is_absolute() else cwd / files[0]
+    path = _path(files[0], cwd)
     try:
         loaded = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:

@@ -194,12 +194,14 @@ def test_an_engine_that_is_no_swarm_manager_is_refused(fake):
     assert "devsecrets: hint:" in result.stderr
 
 
-def test_keys_swarm_ignores_are_warned_about_before_the_plan(fake):
+def test_keys_swarm_ignores_and_a_dotenv_are_warned_about(fake):
     user, tmp = fake
     user.run("set", "db_password", input=b"one")
     user.run("set", "api_token", input=b"tok")
     stack = {**STACK, "services": {"api": {**STACK["services"]["api"], "container_name": "x1"}}}
     (user.project / "docker-stack.yml").write_text(yaml.safe_dump(stack))
+    (user.project / ".env").write_text("TAG=1\n")
     result = deploy(user, "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert "warning: service api: docker stack deploy ignores container_name" in result.stderr
+    assert "warning: docker stack deploy does not read" in result.stderr
