@@ -17,6 +17,7 @@ from devsecrets.errors import StackError
 
 SECRETS_DIR = "/run/secrets"
 DEFAULT_MODE = 0o444  # Swarm's default and compose's (shared/notes/DOCKER.md §3.2)
+_SERVICE = re.compile(r"[a-zA-Z0-9._-]+")  # the compose spec's pattern for service names
 MAX_ID = 2**32 - 2  # uid_t/gid_t are 32-bit; 2**32 - 1 is (uid_t)-1, "no change" to chown
 
 
@@ -68,6 +69,8 @@ def read_model(model: Mapping[str, Any]) -> StackModel:
     raw: dict[str, tuple[Mapping[str, Any], ...]] = {}
     volumes: dict[str, frozenset[str]] = {}
     for service, spec in sorted(_mapping(model.get("services"), "services").items()):
+        if not _SERVICE.fullmatch(service) or service in (".", ".."):
+            raise StackError(f"bad service name {service!r}")  # compose's own pattern
         spec = _mapping(spec, f"service {service!r}")
         refs = tuple(_mapping(r, f"service {service!r}: a secret") for r in _list(spec, "secrets"))
         raw[service] = refs

@@ -274,3 +274,11 @@ def test_a_uid_or_gid_out_of_range_is_a_stack_error(field: str, value: object):
 def test_a_target_that_is_a_directory_everyone_needs_is_refused(target: str):
     with pytest.raises(StackError, match="bad target"):
         read_model(_model([{"source": "a", "target": target}]))
+
+
+@pytest.mark.parametrize("service", ["\x00", "a/b", "..", ".", "", "x y"])
+def test_a_service_name_compose_would_refuse_is_a_stack_error(service: str):
+    model = _model([{"source": "a"}])
+    model["services"] = {service: model["services"]["app"]}
+    with pytest.raises(StackError, match="bad service name"):
+        read_model(model)
