@@ -414,7 +414,13 @@ def compose_options(command: Any) -> Any:
     """compose's global flags, accepted where compose accepts them, passed on unchanged."""
     options = [
         click.option(
-            "-f", "--file", "files", multiple=True, help="Compose/stack file (repeatable)."
+            "-f",
+            "--file",
+            "-c",
+            "--compose-file",
+            "files",
+            multiple=True,
+            help="Compose/stack file (repeatable); -c as for `docker stack deploy -c`.",
         ),
         click.option("-p", "--project-name", help="Project name."),
         click.option(
