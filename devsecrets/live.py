@@ -254,5 +254,6 @@ def start_watching(live: LiveStack) -> Callable[[], None]:
     """Start the observer; returns the function that stops it."""
     from devsecrets.watch import Watcher
 
-    watcher = Watcher(live.directories(), live.wanted, live.on_batch).start()
+    watcher = Watcher(live.directories(), live.wanted, live.on_batch, report=live.report)
+    watcher.start()
     return watcher.stop

@@ -107,3 +107,38 @@ def test_the_real_observer_reports_an_atomic_rename(tmp_path: Path):
     finally:
         watcher.stop()
     assert batches == [{target}]
+
+
+@pytest.mark.slow
+def test_a_directory_removed_and_recreated_is_followed_again(tmp_path: Path):
+    store = tmp_path / "store"
+    store.mkdir()
+    batches: list[set[Path]] = []
+    lines: list[str] = []
+    watcher = Watcher(
+        [store], lambda p: p.suffix == ".yaml", batches.append, report=lines.append, recheck=0.05
+    ).start()
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {lines}"
+            time.sleep(0.01)
+
+    try:
+        (store / "a.yaml").write_text("1")
+        wait_for(lambda: batches, "the first change")
+        (store / "a.yaml").unlink()
+        store.rmdir()  # git checkout of a branch without it
+        wait_for(lambda: any("is gone" in line for line in lines), "the gone line")
+        store.mkdir()
+        (store / "b.yaml").write_text("2")  # may land before the new watch: still reported
+        wait_for(lambda: any(store / "b.yaml" in b for b in batches), "b after the return")
+        before = len(batches)
+        (store / "c.yaml").write_text("3")  # and later changes arrive as before
+        wait_for(lambda: any(store / "c.yaml" in b for b in batches[before:]), "c")
+    finally:
+        watcher.stop()
+    assert lines[0] == f"{store} is gone; keeping what runs, waiting for it to return"
+    assert lines[1] == f"{store} is back; following it again"
+    assert len(lines) == 2
