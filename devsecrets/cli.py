@@ -204,18 +204,27 @@ def whoami(app: App) -> None:
 
 
 @cli.command("set")
-@click.argument("name", shell_complete=complete_secret)
+@click.argument("name", required=False, shell_complete=complete_secret)
 @click.option(
     "--from-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Read the value from this file (exact bytes).",
+    "from_files",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="Read the value from this file (exact bytes). Without NAME, repeat it as "
+    "--from-file NAME=PATH to store several secrets together: running stacks get them as "
+    "one change (one reload, never a mismatched pair).",
 )
 @click.option("--generate", is_flag=True, help="Generate a random value.")
 @click.option("--length", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--alphabet", type=click.Choice(list(ALPHABETS)), default="alnum", show_default=True)
 @pass_app
 def set_(
-    app: App, name: str, from_file: Path | None, generate: bool, length: int, alphabet: str
+    app: App,
+    name: str | None,
+    from_files: tuple[str, ...],
+    generate: bool,
+    length: int,
+    alphabet: str,
 ) -> None:
     """Store a secret. On a terminal, asks for the value twice without showing it.
 
@@ -230,24 +239,63 @@ def set_(
       devsecrets set api_token --generate --length 40
       devsecrets set tls_cert < cert.pem          # stdin from a file
       pass show shop/db | devsecrets set db_password   # stdin from another command
+      devsecrets set --from-file tls_cert=cert.pem --from-file tls_key=key.pem  # together
     """
     from devsecrets.store import validate_name
 
-    validate_name(name)
-    if from_file and generate:
+    if from_files and generate:
         raise click.UsageError("use either --from-file or --generate, not both")
-    if generate:
-        value = "".join(_random.choice(ALPHABETS[alphabet]) for _ in range(length)).encode()
-    elif from_file:
-        value = from_file.read_bytes()
-    elif sys.stdin.isatty():
-        value = click.prompt(
-            f"value for {name}", hide_input=True, confirmation_prompt=True
-        ).encode()
+    if name is None:
+        if not from_files:
+            raise click.UsageError("missing NAME (or --from-file NAME=PATH, repeatable)")
+        values = _named_files(from_files)
     else:
-        value = sys.stdin.buffer.read()
-    changed = app.store().write(name, value, app.identities())
-    _say(f"{name}: {'stored' if changed else 'unchanged'} ({len(value)} bytes)")
+        validate_name(name)
+        if len(from_files) > 1:
+            raise click.UsageError(
+                "several --from-file need a name each: "
+                "devsecrets set --from-file NAME=PATH --from-file NAME=PATH"
+            )
+        if generate:
+            value = "".join(_random.choice(ALPHABETS[alphabet]) for _ in range(length)).encode()
+        elif from_files:
+            value = _read_file(from_files[0], from_files[0])
+        elif sys.stdin.isatty():
+            value = click.prompt(
+                f"value for {name}", hide_input=True, confirmation_prompt=True
+            ).encode()
+        else:
+            value = sys.stdin.buffer.read()
+        values = {name: value}
+    changed = app.store().write_many(values, app.identities())
+    for key, value in values.items():
+        _say(f"{key}: {'stored' if changed[key] else 'unchanged'} ({len(value)} bytes)")
+
+
+def _named_files(items: tuple[str, ...]) -> dict[str, bytes]:
+    from devsecrets.store import validate_name
+
+    values: dict[str, bytes] = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise click.UsageError(
+                f"--from-file {item}: expected NAME=PATH (or give NAME as the argument)"
+            )
+        validate_name(key)
+        if key in values:
+            raise click.UsageError(f"--from-file: {key} is given twice")
+        values[key] = _read_file(path, item)
+    return values
+
+
+def _read_file(path: str, given: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise click.UsageError(f"--from-file {given}: {path} is a directory") from None
+    except OSError as e:
+        raise click.UsageError(f"--from-file {given}: cannot read {path} ({e.strerror})") from None
 
 
 @cli.command()

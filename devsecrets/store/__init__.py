@@ -14,6 +14,7 @@ import os
 import re
 import secrets as _random
 import stat
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -373,6 +374,42 @@ class Store:
                     hint=f"run `devsecrets edit {name}` again, or add --force to overwrite",
                 )
             return self._write_locked(name, value, identities, rotate=False)
+
+    def write_many(self, values: Mapping[str, bytes], identities: Identities) -> dict[str, bool]:
+        """Store several values together, under one lock: a reader that waits for the lock
+        (`settled`) sees all of them or none. Returns, per name, whether it changed."""
+        for name, value in values.items():
+            validate_name(name)
+            validate_size(value)
+        with self.lock():
+            return {
+                name: self._write_locked(name, value, identities, rotate=False)
+                for name, value in values.items()
+            }
+
+    @contextlib.contextmanager
+    def settled(self, timeout: float = 10.0) -> Iterator[None]:
+        """Wait until no writer holds the lock and keep writers out meanwhile (a shared lock),
+        so a multi-secret write is read whole. Creates nothing; without a lock file (no write
+        ever happened here) or after `timeout`, reads go ahead: each file is atomic anyway."""
+        try:
+            fd = os.open(self.root / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        try:
+            deadline = time.monotonic() + timeout
+            while fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.002)
+            yield
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def _write_locked(
         self, name: str, value: bytes, identities: Identities, *, rotate: bool
