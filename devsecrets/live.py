@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,11 @@ class LiveStack:
         self.applied_blocks: dict[str, str] = session.blocks
         # fixed for the session (the file list is resolved once), asked for on every event
         self.stack_files = self._stack_paths()
+        # the stack asked for secrets the store lacked: re-plan when the store changes
+        self.stack_pending = False
+        self._missing: dict[str, Any] = {}
+        # restarts, signals and recreates run here, one at a time, never on the watch thread
+        self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devsecrets-act")
 
     # -- what to watch --------------------------------------------------------------------
 
@@ -125,7 +131,8 @@ class LiveStack:
     def on_batch(self, paths: set[Path]) -> None:
         """The watcher's callback: never lets an error out (the stack keeps running)."""
         try:
-            self.reconcile(stack_changed=any(p.resolve() in self.stack_files for p in paths))
+            stack_changed = any(p.resolve() in self.stack_files for p in paths)
+            self.reconcile(stack_changed=stack_changed or self.stack_pending)
         except DevsecretsError as e:
             self.report(f"error: {e.message}; still serving the last good values")
         except Exception as e:  # noqa: BLE001 - a watcher bug must not stop the stack
@@ -135,7 +142,8 @@ class LiveStack:
         layout = self.session.layout
         if stack_changed:
             layout = self._reload_stack() or layout
-        values = self._read_values(layout)
+        with self.store.settled():  # a multi-secret `set` is read whole, never half
+            values = self._read_values(layout)
         written = materialize.materialize(self.session.project_dir, layout, values)
         recreate: list[str] = []
         if layout is not self.session.layout or stack_changed:
@@ -150,9 +158,16 @@ class LiveStack:
             self.report(f"stack: {e.message}; keeping the running layout")
             return None
         layout = plan(model, set(self.store.names()))
+        repeated = self.stack_pending and layout.missing == self._missing
+        self.stack_pending = bool(layout.missing)  # re-planned on each store change
+        self._missing = dict(layout.missing)
         if layout.missing:
             names = ", ".join(layout.missing)
-            self.report(f"stack needs {names}, which the store lacks; keeping the running layout")
+            if not repeated:
+                self.report(
+                    f"stack needs {names}, which the store lacks; keeping the running layout "
+                    f"until it is stored (`devsecrets set {next(iter(layout.missing))}`)"
+                )
             return None
         session.model = model
         self.policies = policies(model.on_change, self.cli_policies)
@@ -198,45 +213,69 @@ class LiveStack:
         changed += sorted(s for s in before if s not in after)  # no secrets any more
         self.applied_blocks = after
         if changed:
-            ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *changed])
-            outcome = "recreated" if ok else "recreate failed"
-            self.report(f"stack changed → {', '.join(changed)} ({outcome})")
+
+            def recreate() -> None:
+                ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *changed])
+                outcome = "recreated" if ok else "recreate failed"
+                self.report(f"stack changed → {', '.join(changed)} ({outcome})")
+
+            self._later(recreate)
         return changed
 
     def _apply_values(self, written: list[materialize.Written], skip: set[str]) -> None:
-        by_name: dict[str, dict[str, bool]] = {}
+        """One batch: every file is already swapped. Each service gets at most one restart or
+        one signal for the whole batch, run off this thread so the next batch never waits."""
+        changed: dict[str, set[str]] = {}  # secret -> services that see a new value
+        pinned: set[str] = set()  # single-file binds: only a restart shows the new value
         for item in written:
             if item.changed:
-                services = by_name.setdefault(item.mounted.store_name, {})
-                pinned = (
-                    not item.mounted.in_secrets_dir
-                )  # a single-file bind: only a restart shows it
-                services[item.mounted.grant.service] = (
-                    services.get(item.mounted.grant.service, False) or pinned
-                )
-        for name, services in sorted(by_name.items()):
-            restart = sorted(
-                s
-                for s, pinned in services.items()
-                if s not in skip
-                and (pinned or self.policies.get(s, Policy("none")).action == "restart")
-            )
-            signals = {
-                s: str(self.policies[s].signal)
-                for s in services
-                if s not in skip
-                and s not in restart
-                and self.policies.get(s, Policy("none")).action == "signal"
-            }
-            notes = []
-            if restart:
-                ok = self._compose(["restart", *restart])
-                notes.append(f"{'restarted' if ok else 'restart failed'}: {', '.join(restart)}")
-            for service, sig in sorted(signals.items()):
-                ok = self._compose(["kill", "-s", str(sig), service])
-                notes.append(f"{sig + ' sent' if ok else sig + ' failed'}: {service}")
-            suffix = f" ({'; '.join(notes)})" if notes else ""
-            self.report(f"{name} changed → {', '.join(sorted(services))}{suffix}")
+                service = item.mounted.grant.service
+                changed.setdefault(item.mounted.store_name, set()).add(service)
+                if not item.mounted.in_secrets_dir:
+                    pinned.add(service)
+        if not changed:
+            return
+        services = sorted(set().union(*changed.values()) - skip)
+        restart = [s for s in services if s in pinned or self._policy(s).action == "restart"]
+        signals = {
+            s: str(self._policy(s).signal)
+            for s in services
+            if s not in restart and self._policy(s).action == "signal"
+        }
+        what = _describe(changed)
+        if restart or signals:
+            self._later(lambda: self._act(what, restart, signals))
+        else:
+            self.report(what)
+
+    def _policy(self, service: str) -> Policy:
+        return self.policies.get(service, Policy("none"))
+
+    def _act(self, what: str, restart: list[str], signals: dict[str, str]) -> None:
+        sent = []
+        for service, sig in signals.items():  # signals first: they take milliseconds
+            ok = self._compose(["kill", "-s", sig, service])
+            sent.append(f"{sig} {'sent' if ok else 'failed'}: {service}")
+        notes = []
+        if restart:
+            ok = self._compose(["restart", *restart])
+            notes.append(f"{'restarted' if ok else 'restart failed'}: {', '.join(restart)}")
+        self.report(f"{what} ({'; '.join(notes + sent)})")
+
+    def _later(self, job: Callable[[], None]) -> None:
+        """Run a restart/signal/recreate on the actions thread, in order, reporting bugs."""
+
+        def run() -> None:
+            try:
+                job()
+            except Exception as e:  # noqa: BLE001 - a bug here must not stop the watch
+                self.report(f"internal error ({e.__class__.__name__}); still watching")
+
+        self._actions.submit(run)
+
+    def close(self) -> None:
+        """Wait for the restarts and signals already decided."""
+        self._actions.shutdown(wait=True)
 
     def _compose(self, command: list[str]) -> bool:
         session = self.session
@@ -250,10 +289,26 @@ class LiveStack:
         return out.returncode == 0
 
 
+def _describe(changed: Mapping[str, set[str]]) -> str:
+    """`tls_cert, tls_key changed → nginx; x changed → api, worker`: names grouped by the
+    services that see them."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, services in sorted(changed.items()):
+        groups.setdefault(tuple(sorted(services)), []).append(name)
+    return "; ".join(
+        f"{', '.join(names)} changed → {', '.join(services)}" for services, names in groups.items()
+    )
+
+
 def start_watching(live: LiveStack) -> Callable[[], None]:
     """Start the observer; returns the function that stops it."""
     from devsecrets.watch import Watcher
 
     watcher = Watcher(live.directories(), live.wanted, live.on_batch, report=live.report)
     watcher.start()
-    return watcher.stop
+
+    def stop() -> None:
+        watcher.stop()
+        live.close()
+
+    return stop
