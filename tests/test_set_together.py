@@ -1,0 +1,79 @@
+"""`set --from-file NAME=PATH …`: several secrets in one write, read whole by the watch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import User
+
+from devsecrets.keys import find_identities
+from devsecrets.store import Store
+
+
+def test_several_files_are_stored_together(alice: User, tmp_path: Path):
+    (tmp_path / "cert.pem").write_bytes(b"CERT")
+    (tmp_path / "key.pem").write_bytes(b"KEY\n")
+    result = alice.run(
+        "set", "--from-file", f"tls_cert={tmp_path}/cert.pem",
+        "--from-file", f"tls_key={tmp_path}/key.pem",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines() == ["tls_cert: stored (4 bytes)", "tls_key: stored (4 bytes)"]
+    assert alice.run("get", "tls_cert").stdout == b"CERT"
+    assert alice.run("get", "tls_key").stdout == b"KEY\n"
+    again = alice.run("set", "--from-file", f"tls_cert={tmp_path}/cert.pem")
+    assert again.stderr.splitlines() == ["tls_cert: unchanged (4 bytes)"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from-file", "cert.pem"], "--from-file cert.pem: expected NAME=PATH"),
+        (["--from-file", "a=cert.pem", "--from-file", "a=cert.pem"], "a is given twice"),
+        (["x", "--from-file", "cert.pem", "--from-file", "key.pem"], "need a name each"),
+        (["--from-file", "a=missing.pem"], "cannot read missing.pem"),
+        (["--from-file", "a=cert.pem", "--generate"], "either --from-file or --generate"),
+        ([], "missing NAME"),
+    ],
+)
+def test_bad_combinations_are_usage_errors_and_store_nothing(
+    alice: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+):
+    (tmp_path / "cert.pem").write_bytes(b"CERT")
+    monkeypatch.chdir(tmp_path)
+    result = alice.run("set", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert Store(alice.store).names() == []
+
+
+def test_a_reader_waits_for_a_multi_secret_write(alice: User):
+    """`settled` (the watch's read) never overlaps a writer: it sees both values or neither."""
+    store = Store(alice.store)
+    ids = find_identities(alice.env_for_core())
+    store.write("a", b"1", ids)  # the lock file exists from now on
+    in_write, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store.lock():
+            in_write.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert in_write.wait(10)
+    entered = threading.Event()
+
+    def reader() -> None:
+        with store.settled():
+            entered.set()
+
+    threading.Thread(target=reader).start()
+    time.sleep(0.3)
+    assert not entered.is_set(), "read while a writer held the lock"
+    release.set()
+    thread.join()
+    assert entered.wait(5), "the reader never went ahead"
