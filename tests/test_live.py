@@ -62,8 +62,12 @@ class Running:
         return project_containers(self.name, service)
 
     def logs(self, service: str) -> list[str]:
-        (cid,) = self.containers(service)
-        out = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=True)
+        """Also while the service is stopped for a restart (restarts run in the background)."""
+        ids = project_containers(self.name, service, stopped=True)
+        if len(ids) != 1:
+            return []  # being recreated
+        (cid,) = ids
+        out = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=False)
         return out.stdout.splitlines()
 
     def exec(self, service: str, script: str) -> str:

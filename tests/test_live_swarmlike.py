@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 
 import pytest
-from conftest import User, project_containers
+from conftest import User
 from test_live import running  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-def logs(run, service: str) -> list[str]:
-    """A service's log lines, also while it is stopped for a restart."""
-    ids = project_containers(run.name, service, stopped=True)
-    if len(ids) != 1:
-        return []
-    out = subprocess.run(["docker", "logs", ids[0]], capture_output=True, text=True, check=False)
-    return out.stdout.splitlines()
 
 
 def test_the_watch_survives_the_store_being_removed_and_recreated(alice: User, running):  # noqa: F811
@@ -77,11 +67,11 @@ def test_a_cert_and_key_set_together_land_as_one_reload(alice: User, running, tm
     assert result.exit_code == 0, result.stderr
     assert "tls_cert: stored (6 bytes)" in result.stderr
     run.wait(lambda: "reload ok 2" in run.logs("tlsd"), "tlsd to reload")
-    run.wait(lambda: logs(run, "worker").count("boot") >= 2, "worker to restart")
+    run.wait(lambda: run.logs("worker").count("boot") >= 2, "worker to restart")
     time.sleep(1.0)  # a second signal or restart would show by now
     assert run.logs("tlsd") == ["reload ok 1", "reload ok 2"]  # one reload, never a mismatch
     assert run.exec("tlsd", served) == "2\n"
-    assert logs(run, "worker").count("boot") == 2  # one restart for the batch
+    assert run.logs("worker").count("boot") == 2  # one restart for the batch
     err = run.stop()
     assert "tls_cert, tls_key changed → tlsd, worker (restarted: worker; SIGHUP sent: tlsd)" in err
 
@@ -108,7 +98,7 @@ def test_a_restart_never_holds_back_other_services_values(alice: User, running):
     started = time.monotonic()
     run.wait(lambda: run.exec("fast", "cat /run/secrets/y") == "y2", "y2 in fast", timeout=10)
     assert time.monotonic() - started < 2.0, "y waited for slow's restart"
-    run.wait(lambda: logs(run, "slow").count("boot") == 2, "slow to restart", timeout=30)
+    run.wait(lambda: run.logs("slow").count("boot") == 2, "slow to restart", timeout=30)
     assert "x changed → slow (restarted: slow)" in run.stop()
 
 
