@@ -260,6 +260,7 @@ def test_watch_follows_a_detached_stack_and_leaves_it_running(
             time.sleep(0.1)
         time.sleep(0.5)  # the observer is running by now
         alice.run("set", "x", input=b"three")
+        deadline = time.monotonic() + 30  # its own time: a loaded machine starts watch slowly
         while app_reads() != "three":
             assert time.monotonic() < deadline and watch.poll() is None, "watch missed a change"
             time.sleep(0.1)
