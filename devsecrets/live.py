@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class LiveStack:
         # the stack asked for secrets the store lacked: re-plan when the store changes
         self.stack_pending = False
         self._missing: dict[str, Any] = {}
+        self._serial = threading.Lock()  # one batch at a time, whichever thread runs it
         # restarts, signals and recreates run here, one at a time, never on the watch thread
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devsecrets-act")
 
@@ -122,9 +124,10 @@ class LiveStack:
     def catch_up(self) -> None:
         """For `watch` on a stack started earlier: apply what changed since its last render."""
         session = self.session
-        # no earlier render recorded: nothing to compare, the containers are what `up` made
-        changed = self._recreate(session.previous_blocks or session.blocks, session.blocks)
-        self._apply_values(session.written, skip=set(changed))
+        with self._serial:
+            # no earlier render recorded: nothing to compare, the containers are what `up` made
+            changed = self._recreate(session.previous_blocks or session.blocks, session.blocks)
+            self._apply_values(session.written, skip=set(changed))
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -132,7 +135,8 @@ class LiveStack:
         """The watcher's callback: never lets an error out (the stack keeps running)."""
         try:
             stack_changed = any(p.resolve() in self.stack_files for p in paths)
-            self.reconcile(stack_changed=stack_changed or self.stack_pending)
+            with self._serial:
+                self.reconcile(stack_changed=stack_changed or self.stack_pending)
         except DevsecretsError as e:
             self.report(f"error: {e.message}; still serving the last good values")
         except Exception as e:  # noqa: BLE001 - a watcher bug must not stop the stack
@@ -306,6 +310,7 @@ def start_watching(live: LiveStack) -> Callable[[], None]:
 
     watcher = Watcher(live.directories(), live.wanted, live.on_batch, report=live.report)
     watcher.start()
+    live.on_batch(set())  # whatever changed before the observer ran (cheap when nothing did)
 
     def stop() -> None:
         watcher.stop()
