@@ -181,7 +181,9 @@ def _needs(stack: _Stack, names: list[str], report: Report) -> None:
         for s in stack.model.sources.values()
         if s.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER, SourceKind.FILE)
     }
-    for name in sorted(set(names) - used):
+    from devsecrets.deploy import DEPLOY_KEY  # deploy's own hash key: used, by deploy
+
+    for name in sorted(set(names) - used - {DEPLOY_KEY}):
         report.add(
             "unused",
             f"secret {name} is in the store but the stack does not use it",

@@ -257,3 +257,10 @@ def test_the_pre_commit_hook_stops_a_real_commit(repo: User, tmp_path: Path):
         ["git", "-C", str(repo.project), "log", "--oneline"], capture_output=True, check=True
     )
     assert b"oops" not in log.stdout
+
+
+def test_the_deploy_key_is_not_unused(repo: User):
+    """`devsecrets deploy` keeps its hash key in the store; no stack names it."""
+    repo.run("set", "devsecrets-deploy-key", input=b"k" * 32)
+    code, report, _ = run_check(repo)
+    assert (code, codes(report)) == (0, [])
