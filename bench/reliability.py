@@ -1,0 +1,647 @@
+#!/usr/bin/env python3
+"""Fault and hostile-input trials for devsecrets; writes RELIABILITY.md with every scenario,
+its trial count and its failures (the target is zero everywhere).
+
+  bench/reliability.py [--quick] [--out RELIABILITY.md] [--only NAME ...]
+
+Scenarios (each trial starts from a fresh copy of a store; no secret value is ever printed):
+  kill-*        SIGKILL of `set`, `edit`, `rm`, `recipients rm`, `rekey` at a random moment of
+                their work (the child imports devsecrets first, says "ready", then the kill
+                lands within the measured duration of the command). Afterwards: every secret
+                reads back as its old or its new value, temp files go with the next writer;
+                an interrupted `recipients rm` is reported (`pending`) and finishes when re-run.
+  concurrent    8 writers started at once (4 `recipients add`, 4 `set`), with the writers' lock
+                and with it disabled (a patch in the child only). Afterwards: every member and
+                secret is there and every file is wrapped for exactly the recipients. The
+                lock-disabled run is expected to FAIL: it shows the check catches a missing lock.
+  bytes         every single-byte change (all 255 other values) and every truncation of a store
+                file: `read` gives the exact value or a DevsecretsError, nothing else.
+  hypothesis    tests/test_hostile_input.py with many examples (hostile compose models through
+                every step to materialize; random and mutated store files).
+  signals       SIGINT/TERM/HUP/QUIT/KILL of `edit`, and (with a Docker engine) of a foreground
+                `up` and of `watch`, at a random moment: afterwards (after `down` for up/watch,
+                and for KILL after the next command's cleanup) no file under the runtime root or
+                the project holds the value.
+Needs: the repository on PYTHONPATH (run from its root); Docker and the image in BENCH_IMAGE
+(default devsecrets-test-busybox) for the up/watch signal trials, else they are reported skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random  # timing of faults, not secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from devsecrets.errors import DevsecretsError  # noqa: E402
+from devsecrets.keys import create_key_file, find_identities  # noqa: E402
+from devsecrets.store import Store, init_store  # noqa: E402
+
+CANARY = "canary-reliability-"  # + a per-secret suffix; searched for, never printed
+WRAPPER = """
+import os, sys
+args = sys.argv[1:]
+import devsecrets.cli, devsecrets.store, devsecrets.edit, devsecrets.keys  # warm imports
+if os.environ.get("RELIABILITY_NO_LOCK") == "1":  # only this script sets it, in a child
+    import contextlib
+    devsecrets.store.Store.lock = lambda self: contextlib.nullcontext()
+go = os.environ.get("RELIABILITY_GO")
+os.write(1, b"ready\\n")
+if go:
+    while not os.path.exists(go):
+        pass
+sys.exit(devsecrets.cli.main(args))
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    what: str
+    trials: int = 0
+    failures: int = 0
+    notes: list[str] = field(default_factory=list)
+    expect_failures: bool = False
+
+    def fail(self, why: str) -> None:
+        self.failures += 1
+        if len(self.notes) < 5:
+            self.notes.append(why)
+
+
+@dataclass
+class Team:
+    root: Path
+    env: dict[str, str]
+    identities: Any
+    pristine: Path
+    values: dict[str, bytes]
+    bob_key: str
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "project" / ".devsecrets"
+
+    def store(self) -> Store:
+        return Store(self.store_dir)
+
+    def reset(self) -> None:
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+        shutil.copytree(self.pristine, self.store_dir, symlinks=True)
+
+
+def make_team(base: Path, secrets: int, bob: bool = True) -> Team:
+    home = base / "home"
+    home.mkdir(parents=True)
+    key_file = home / "keys.txt"
+    recipient = create_key_file(key_file, "2026-01-01T00:00:00Z")
+    runtime = Path(tempfile.mkdtemp(prefix="reliability-", dir="/dev/shm"))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "SOPS_AGE_KEY_FILE": str(key_file),
+        "DEVSECRETS_RUNTIME_DIR": str(runtime / "rt"),
+        "PYTHONPATH": str(REPO),
+    }
+    if "DOCKER_HOST" in os.environ:
+        env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
+    env["DOCKER_CONFIG"] = os.environ.get("DOCKER_CONFIG", str(Path.home() / ".docker"))
+    identities = find_identities(env)
+    store, _ = init_store(base / "project" / ".devsecrets", "alice", recipient)
+    values = {f"s{i}": f"{CANARY}{i}-{os.urandom(3).hex()}".encode() for i in range(secrets)}
+    for name, value in values.items():
+        store.write(name, value, identities)
+    bob_key = ""
+    if bob:
+        bob_key = create_key_file(base / "bob.txt", "2026-01-01T00:00:00Z")
+        store.add_recipient("bob", bob_key, identities)
+    pristine = base / "pristine"
+    shutil.copytree(store.root, pristine, symlinks=True)
+    return Team(base, env, identities, pristine, values, bob_key)
+
+
+def spawn(team: Team, args: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, "--store", str(team.store_dir), *args],
+        cwd=team.root / "project",
+        env={**team.env, **(extra or {})},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    return child
+
+
+def wait_ready(child: subprocess.Popen) -> None:
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if line != b"ready\n":
+        raise RuntimeError(f"child did not start: {line!r}")
+
+
+def timed_run(team: Team, args: list[str], stdin: bytes = b"") -> float:
+    child = spawn(team, args)
+    wait_ready(child)
+    start = time.monotonic()
+    child.communicate(stdin, timeout=120)
+    return time.monotonic() - start
+
+
+def holding(store: Store, key: str) -> list[str]:
+    return [n for n in store.names() if key in {s.recipient for s in store._load(n).age}]
+
+
+# -- SIGKILL of store commands -------------------------------------------------------------------
+
+
+def kill_scenario(team: Team, command: str, trials: int, editor: Path) -> Result:
+    result = Result(f"kill-{command.replace(' ', '-')}", f"SIGKILL during `{command}`")
+    new = f"{CANARY}new-{os.urandom(3).hex()}".encode()
+    args = {
+        "set": ["set", "s0"],
+        "edit": ["edit", "s0"],
+        "rm": ["rm", "s0"],
+        "recipients rm": ["recipients", "rm", "bob"],
+        "rekey": ["rekey"],
+    }[command]
+    extra = {"EDITOR": f"{editor} {new.decode()}"} if command == "edit" else {}
+    team.env.update(extra)
+    durations = []
+    for _ in range(2):
+        team.reset()
+        durations.append(timed_run(team, args, new))
+    duration = max(durations)
+    mid = 0
+    for _ in range(trials):
+        team.reset()
+        before = {p.name: p.read_bytes() for p in team.store_dir.iterdir() if p.is_file()}
+        child = spawn(team, args)
+        wait_ready(child)
+        assert child.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.write(new)
+            child.stdin.close()
+        time.sleep(random.uniform(0, duration * 1.1))  # noqa: S311
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+        result.trials += 1
+        after = {p.name: p.read_bytes() for p in team.store_dir.iterdir() if p.is_file()}
+        mid += after != before and child.returncode == -signal.SIGKILL
+        try:
+            _check_after_kill(team, command, new, result)
+        except DevsecretsError as e:
+            result.fail(f"{type(e).__name__}: {e.message}")
+    result.notes.insert(0, f"{mid} of {result.trials} kills landed after the store had changed")
+    for key in extra:
+        team.env.pop(key, None)
+    return result
+
+
+def _check_after_kill(team: Team, command: str, new: bytes, result: Result) -> None:
+    store = team.store()
+    if command == "recipients rm":
+        members = store.recipients()
+        if "bob" not in members and holding(store, team.bob_key) and store.pending() is None:
+            result.fail("recipients rm half done and not reported as incomplete")
+            return
+        if "bob" in members or store.pending() is not None:
+            store.remove_recipient("bob", team.identities)  # does it, or finishes it
+        if holding(store, team.bob_key) or store.pending() is not None:
+            result.fail("re-running recipients rm did not finish it")
+    for name, value in team.values.items():
+        try:
+            got = store.read(name, team.identities).value
+        except DevsecretsError as e:
+            if name == "s0" and command == "rm" and "no secret" in e.message:
+                continue
+            raise
+        allowed = {value, new} if name == "s0" and command in ("set", "edit") else {value}
+        if got not in allowed:
+            result.fail(f"{name} holds neither its old nor its new value")
+    store.write("after", b"x", team.identities)  # the next writer removes temp files
+    left = [p.name for p in store.root.iterdir() if ".tmp-" in p.name]
+    if left:
+        result.fail(f"temp files left after the next write: {len(left)}")
+    if command in ("rekey", "recipients rm"):
+        wanted = set(store.recipients().values())
+        for name in store.names():
+            if {s.recipient for s in store._load(name).age} != wanted and name != "after":
+                result.fail(f"{name} is not wrapped for exactly recipients.yaml")
+
+
+# -- concurrent writers --------------------------------------------------------------------------
+
+
+def concurrent_scenario(base: Path, rounds: int, lock: bool) -> Result:
+    result = Result(
+        "concurrent" + ("" if lock else "-no-lock"),
+        "8 writers at once (4 `recipients add`, 4 `set`)"
+        + ("" if lock else ", writers' lock disabled in the children"),
+        expect_failures=not lock,
+    )
+    team = make_team(base, secrets=6, bob=False)
+    keys = [create_key_file(base / f"m{i}.txt", "2026-01-01T00:00:00Z") for i in range(4)]
+    for _ in range(rounds):
+        team.reset()
+        go = base / "go"
+        go.unlink(missing_ok=True)
+        extra = {"RELIABILITY_GO": str(go), **({} if lock else {"RELIABILITY_NO_LOCK": "1"})}
+        children = [
+            spawn(team, ["recipients", "add", f"m{i}", k], extra) for i, k in enumerate(keys)
+        ]
+        children += [spawn(team, ["set", f"w{i}"], extra) for i in range(4)]
+        for child in children:
+            wait_ready(child)
+        go.touch()
+        for i, child in enumerate(children):
+            child.communicate(f"{CANARY}w{i - 4}".encode() if i >= 4 else b"", timeout=120)
+        result.trials += 1
+        store = team.store()
+        problems = []
+        if any(c.returncode != 0 for c in children):
+            problems.append("a writer failed")
+        members = store.recipients()
+        if not all(f"m{i}" in members for i in range(4)):
+            problems.append("a member was lost from recipients.yaml")
+        for i in range(4):
+            try:
+                if store.read(f"w{i}", team.identities).value != f"{CANARY}w{i}".encode():
+                    problems.append(f"w{i} has a wrong value")
+            except DevsecretsError as e:
+                problems.append(f"w{i}: {type(e).__name__}")
+        wanted = set(members.values())
+        if any({s.recipient for s in store._load(n).age} != wanted for n in store.names()):
+            problems.append("a file is not wrapped for exactly recipients.yaml")
+        if problems:
+            result.fail("; ".join(sorted(set(problems))))
+    return result
+
+
+# -- every byte ----------------------------------------------------------------------------------
+
+
+def bytes_scenario(base: Path, quick: bool) -> Result:
+    result = Result("bytes", "every single-byte change and every truncation of a store file")
+    store_dir = Path(tempfile.mkdtemp(prefix="reliability-bytes-", dir="/dev/shm"))
+    try:
+        team = make_team(base, secrets=1, bob=False)
+        shutil.copytree(team.pristine, store_dir / "s", dirs_exist_ok=True)
+        store = Store(store_dir / "s")
+        path = store.root / "s0.sops.yaml"
+        original = path.read_bytes()
+        value = team.values["s0"]
+        step = 17 if quick else 1
+
+        def attempt(text: bytes) -> None:
+            path.write_bytes(text)
+            result.trials += 1
+            try:
+                got = store.read("s0", team.identities).value
+            except DevsecretsError:
+                return
+            except Exception as e:  # noqa: BLE001 - that is what we count
+                result.fail(f"{type(e).__name__} at a mutation")
+                return
+            if got != value:
+                result.fail("a mutation gave different bytes")
+
+        for position in range(0, len(original), step):
+            for byte in range(256):
+                if byte != original[position]:
+                    attempt(original[:position] + bytes([byte]) + original[position + 1 :])
+        for length in range(len(original)):
+            attempt(original[:length])
+        result.notes.append(
+            f"file of {len(original)} bytes" + (", every 17th position" if quick else "")
+        )
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
+    return result
+
+
+# -- hypothesis ----------------------------------------------------------------------------------
+
+
+def hypothesis_scenario(examples: int) -> Result:
+    result = Result(
+        "hypothesis", "hostile compose models and store files (tests/test_hostile_input.py)"
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_hostile_input.py",
+        ],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "DEVSECRETS_HYPOTHESIS_EXAMPLES": str(examples),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    tests = run.stdout.count("::") or 3
+    result.trials = 3 * examples
+    if run.returncode != 0:
+        failed = [ln for ln in run.stdout.splitlines() if ln.startswith("FAILED")]
+        for line in failed or ["pytest failed"]:
+            result.fail(line[:160])
+    result.notes.append(f"3 properties x {examples} examples (max_examples; {tests} test lines)")
+    return result
+
+
+# -- signals -------------------------------------------------------------------------------------
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL]
+
+
+def plaintext_files(roots: list[Path], values: list[bytes]) -> list[str]:
+    found = []
+    for root in roots:
+        if not root.exists():
+            continue
+        for path in root.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and not path.is_symlink():
+                    data = path.read_bytes()
+                    if any(v in data for v in values):
+                        found.append(str(path.relative_to(root)))
+    return found
+
+
+def edit_signal_scenario(team: Team, per_signal: int, editor: Path) -> Result:
+    result = Result("signals-edit", "SIGINT/TERM/HUP/QUIT/KILL of `edit` (editor open)")
+    runtime = Path(team.env["DEVSECRETS_RUNTIME_DIR"])
+    new = f"{CANARY}edited-{os.urandom(3).hex()}".encode()
+    slow_editor = team.root / "slow-editor.sh"
+    slow_editor.write_text(f'#!/bin/sh\nsleep 0.3\nexec {editor} "$@"\n')
+    slow_editor.chmod(0o700)
+    team.reset()
+    extra = {"EDITOR": f"{slow_editor} {new.decode()}"}
+    start = time.monotonic()
+    child = spawn(team, ["edit", "s0"], extra)
+    wait_ready(child)
+    child.communicate(timeout=60)
+    duration = time.monotonic() - start
+    values = [*team.values.values(), new]
+    exposed = 0
+    for sig in SIGNALS:
+        for _ in range(per_signal):
+            team.reset()
+            child = spawn(team, ["edit", "s0"], extra)
+            wait_ready(child)
+            time.sleep(random.uniform(0, duration))  # noqa: S311
+            exposed += bool(plaintext_files([runtime], [team.values["s0"], new]))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, sig) if sig == signal.SIGKILL else child.send_signal(sig)
+            child.communicate(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # the editor, if it outlived devsecrets
+            time.sleep(0.05)
+            if sig == signal.SIGKILL:  # nobody can wipe on SIGKILL: the next edit cleans up
+                quiet = {"EDITOR": "true"}
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "devsecrets",
+                        "--store",
+                        str(team.store_dir),
+                        "edit",
+                        "s1",
+                    ],
+                    env={**team.env, **quiet},
+                    capture_output=True,
+                    check=False,
+                    timeout=60,
+                )
+            result.trials += 1
+            left = plaintext_files([runtime, team.root / "project"], values[1:] + [new])
+            left += [p.name for p in (team.root / "project").glob("core*")]
+            if left:
+                result.fail(f"{signal.Signals(sig).name}: plaintext left in {left[:3]}")
+    result.notes.append(f"{exposed} of {result.trials} signals landed while the copy was on tmpfs")
+    return result
+
+
+def docker_ok(image: str) -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        return "no Docker engine reachable"
+    if subprocess.run(
+        ["docker", "image", "inspect", image], capture_output=True, check=False
+    ).returncode:
+        return f"image {image} missing (run the docker tests once to build it)"
+    return None
+
+
+def stack_signal_scenario(team: Team, command: str, per_signal: int, image: str) -> Result:
+    result = Result(f"signals-{command}", f"SIGINT/TERM/HUP/QUIT/KILL of `{command}`")
+    why = docker_ok(image)
+    if why:
+        result.notes.append(f"skipped: {why}")
+        return result
+    import yaml
+
+    project = team.root / "project"
+    names = sorted(team.values)[:2]
+    (project / "docker-stack.yml").write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "app": {
+                        "image": image,
+                        "network_mode": "none",
+                        "stop_signal": "SIGKILL",
+                        "command": ["sleep", "600"],
+                        "secrets": names,
+                    }
+                },
+                "secrets": {n: {"external": True} for n in names},
+            }
+        )
+    )
+    runtime = Path(team.env["DEVSECRETS_RUNTIME_DIR"])
+    env = {**team.env, "COMPOSE_PROJECT_NAME": f"reliab{os.getpid()}"}
+    ds = [sys.executable, "-m", "devsecrets", "--store", str(team.store_dir)]
+    values = [team.values[n] for n in names]
+
+    def down() -> None:
+        subprocess.run(
+            [*ds, "down"], cwd=project, env=env, capture_output=True, check=False, timeout=180
+        )
+
+    team.reset()
+    down()
+    start = time.monotonic()
+    if command == "watch":
+        subprocess.run(
+            [*ds, "up", "-d"], cwd=project, env=env, capture_output=True, check=False, timeout=180
+        )
+        duration = 3.0
+    else:
+        up = subprocess.Popen(
+            [*ds, "up"], cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(8)
+        duration = min(time.monotonic() - start, 8.0)
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=120)
+    exposed = 0
+    for sig in SIGNALS:
+        for _ in range(per_signal):
+            argv = [*ds, "watch"] if command == "watch" else [*ds, "up"]
+            child = subprocess.Popen(
+                argv,
+                cwd=project,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            time.sleep(random.uniform(0.2, duration))  # noqa: S311
+            exposed += bool(plaintext_files([runtime], values))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, sig)
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                result.fail(f"{signal.Signals(sig).name}: did not exit within 120 s")
+            result.trials += 1
+            if command == "up" and sig != signal.SIGKILL:
+                left = plaintext_files([runtime], values)
+                if left:
+                    result.fail(f"{signal.Signals(sig).name}: plaintext left on exit in {left[:3]}")
+            if command == "watch":
+                continue  # the detached stack keeps its secrets until `down`
+            down()
+            left = plaintext_files([runtime, project], values)
+            if left:
+                result.fail(f"{signal.Signals(sig).name}: plaintext left after down in {left[:3]}")
+    down()
+    left = plaintext_files([runtime, project], values)
+    if left:
+        result.fail(f"plaintext left after the final down in {left[:3]}")
+    result.notes.append(f"{exposed} of {result.trials} signals landed while secrets were on tmpfs")
+    return result
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def write_report(results: list[Result], out: Path, argv: list[str], seconds: float) -> None:
+    lines = [
+        "# Reliability figures",
+        "",
+        f"Written by `bench/reliability.py{(' ' + ' '.join(argv)) if argv else ''}` "
+        f"({time.strftime('%Y-%m-%d', time.gmtime())}, {seconds / 60:.0f} min on "
+        f"{os.cpu_count()} shared cores). Each scenario is described in the script's docstring; "
+        "the target is zero failures everywhere except where a failure is the point "
+        "(the lock disabled on purpose).",
+        "",
+        "| scenario | what | trials | failures | expected |",
+        "|---|---|---:|---:|---|",
+    ]
+    for r in results:
+        expected = "> 0 (shows the check catches it)" if r.expect_failures else "0"
+        lines.append(f"| {r.name} | {r.what} | {r.trials} | {r.failures} | {expected} |")
+    lines += ["", "## Notes", ""]
+    for r in results:
+        for note in r.notes:
+            lines.append(f"- {r.name}: {note}")
+    kills = sum(r.trials for r in results if r.name.startswith("kill-"))
+    lines += ["", f"SIGKILL trials in all: {kills}.", ""]
+    out.write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--out", type=Path, default=REPO / "RELIABILITY.md")
+    parser.add_argument("--only", nargs="*", default=None, help="scenario name prefixes")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    random.seed(args.seed)
+    quick = args.quick
+    kill_trials = 10 if quick else 110
+    image = os.environ.get("BENCH_IMAGE", "devsecrets-test-busybox")
+
+    def wanted(name: str) -> bool:
+        return args.only is None or any(name.startswith(o) for o in args.only)
+
+    results: list[Result] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        base = Path(tmp)
+        editor = base / "editor.sh"
+        editor.write_text('#!/bin/sh\nprintf %s "$1" > "$2"\n')
+        editor.chmod(0o700)
+        team = make_team(base / "kill", secrets=12)
+        for command in ("set", "edit", "rm", "recipients rm", "rekey"):
+            if wanted("kill-" + command.replace(" ", "-")):
+                results.append(kill_scenario(team, command, kill_trials, editor))
+                print(_line(results[-1]), flush=True)
+        for lock in (True, False):
+            if wanted("concurrent"):
+                results.append(concurrent_scenario(base / f"conc-{lock}", 5 if quick else 30, lock))
+                print(_line(results[-1]), flush=True)
+        if wanted("bytes"):
+            results.append(bytes_scenario(base / "bytes", quick))
+            print(_line(results[-1]), flush=True)
+        if wanted("hypothesis"):
+            results.append(hypothesis_scenario(100 if quick else 2000))
+            print(_line(results[-1]), flush=True)
+        if wanted("signals"):
+            sig_team = make_team(base / "signals", secrets=3, bob=False)
+            results.append(edit_signal_scenario(sig_team, 2 if quick else 20, editor))
+            print(_line(results[-1]), flush=True)
+            for command in ("up", "watch"):
+                results.append(stack_signal_scenario(sig_team, command, 1 if quick else 4, image))
+                print(_line(results[-1]), flush=True)
+        _cleanup_runtime(base)
+    write_report(results, args.out, sys.argv[1:], time.monotonic() - started)
+    bad = [r for r in results if (r.failures > 0) != r.expect_failures]
+    verdict = "all as expected" if not bad else "UNEXPECTED: " + ", ".join(r.name for r in bad)
+    print(f"wrote {args.out}; {verdict}")
+    return 1 if bad else 0
+
+
+def _line(r: Result) -> str:
+    return f"{r.name:<22} trials {r.trials:>7}  failures {r.failures:>4}  {'; '.join(r.notes[:2])}"
+
+
+def _cleanup_runtime(base: Path) -> None:
+    for path in Path("/dev/shm").glob("reliability-*"):  # noqa: S108 - ours, by owner
+        with contextlib.suppress(OSError):
+            if path.stat().st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

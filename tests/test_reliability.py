@@ -1,0 +1,59 @@
+"""Small runs of bench/reliability.py's scenarios (the script runs the big trial counts and
+writes RELIABILITY.md). The concurrent-writer check is shown to fail when the lock is off."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "reliability.py"
+
+
+@pytest.fixture(scope="module")
+def rel():
+    spec = importlib.util.spec_from_file_location("reliability", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reliability"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def editor(tmp_path: Path) -> Path:
+    path = tmp_path / "editor.sh"
+    path.write_text('#!/bin/sh\nprintf %s "$1" > "$2"\n')
+    path.chmod(0o700)
+    return path
+
+
+@pytest.mark.parametrize("command", ["set", "edit", "rm", "recipients rm", "rekey"])
+def test_sigkill_leaves_old_or_new_and_recipients_rm_finishes(rel, tmp_path, editor, command):
+    team = rel.make_team(tmp_path / "team", secrets=4)
+    result = rel.kill_scenario(team, command, 4, editor)
+    assert result.trials == 4
+    assert result.failures == 0, result.notes
+
+
+def test_concurrent_writers_with_the_lock_lose_nothing(rel, tmp_path):
+    result = rel.concurrent_scenario(tmp_path, rounds=4, lock=True)
+    assert result.failures == 0, result.notes
+
+
+def test_the_concurrent_check_fails_when_the_lock_is_disabled(rel, tmp_path):
+    result = rel.concurrent_scenario(tmp_path, rounds=4, lock=False)
+    assert result.failures > 0  # the check above would catch a missing lock
+
+
+def test_report_lists_every_scenario(rel, tmp_path):
+    results = [rel.Result("kill-set", "x", trials=3), rel.Result("bytes", "y", trials=9)]
+    out = tmp_path / "RELIABILITY.md"
+    rel.write_report(results, out, ["--quick"], 60.0)
+    text = out.read_text()
+    assert "| kill-set | x | 3 | 0 | 0 |" in text
+    assert "| bytes | y | 9 | 0 | 0 |" in text
