@@ -899,6 +899,82 @@ def check_cmd(app: App, /, as_json: bool, no_engine: bool, **kwargs: Any) -> int
     return 0 if report.ok else 1
 
 
+@cli.command("import")
+@compose_options
+@click.option(
+    "--env-key",
+    "env_keys",
+    multiple=True,
+    metavar="KEY[=NAME]",
+    help="Import KEY of the .env file as secret NAME (default: key in lower case). Repeatable.",
+)
+@click.option(
+    "--dotenv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The .env file for --env-key (default: the project's .env).",
+)
+@click.option(
+    "--sops",
+    "sops_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A sops-encrypted file, one key per secret, decrypted by sops. Repeatable.",
+)
+@click.option("--delete", is_flag=True, help="Delete the imported plaintext files, no question.")
+@pass_app
+def import_cmd(
+    app: App,
+    /,
+    env_keys: tuple[str, ...],
+    dotenv: Path | None,
+    sops_files: tuple[Path, ...],
+    delete: bool,
+    **kwargs: Any,
+) -> None:
+    """Move plaintext secrets into the store: the stack's file: secrets, .env keys, sops files.
+
+    Then offers to delete the plaintext files (--delete: without asking) and adds them to
+    .gitignore. The stack keeps working: a store entry named like a file: secret wins.
+    Reports each secret by name, never its value.
+
+    \b
+    Examples:
+      devsecrets import                         # ./secrets/*.txt named in the stack
+      devsecrets import --env-key DB_PASSWORD --env-key STRIPE_KEY=stripe_api_key
+      devsecrets import --sops secrets.enc.yaml
+      devsecrets import --delete                # in a script: no question
+    """
+    from devsecrets import importer
+    from devsecrets.errors import StackError
+
+    sources: list[Any] = []
+    stack_error, project_dir = None, app.cwd
+    try:
+        project_dir, sources = importer.stack_files(_options(kwargs), app.cwd, app.env)
+    except StackError as e:
+        stack_error = e
+    if env_keys:
+        sources += importer.dotenv_sources(dotenv or project_dir / ".env", env_keys)
+    for path in sops_files:
+        sources += importer.sops_sources(path, app.env)
+    importer.require_some(sources, stack_error)
+    for item in importer.import_sources(app.store(), app.identities(), sources):
+        _say(f"{item.name}: {'imported' if item.changed else 'unchanged'} from {item.origin}")
+    if env_keys:
+        _say("the .env lines stay: remove them from .env yourself once the stack reads the files")
+    plaintext = [s.plaintext for s in sources if s.plaintext is not None]
+    if not plaintext:
+        return
+    for entry in importer.ignore_in_git(plaintext, project_dir):
+        _say(f"added {entry} to .gitignore")
+    shown = ", ".join(str(p) for p in plaintext)
+    if delete or (sys.stdin.isatty() and click.confirm(f"delete {shown}?", err=True)):
+        for path in importer.delete_plaintext(plaintext):
+            _say(f"deleted {path}")
+    else:
+        _say(f"kept {shown}; delete them yourself, or run again with --delete")
+
+
 def _summary(session: Any) -> str:
     count = sum(len(s.files) for s in session.layout.services)
     services = ", ".join(s.service for s in session.layout.services) or "none"

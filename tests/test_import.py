@@ -1,0 +1,121 @@
+"""`devsecrets import`: plaintext files of the stack, .env keys and sops files into the
+store, reported by name; plaintext deleted only when confirmed; .gitignore updated."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import User, devsecrets, run_sops, write_stack
+
+CANARY = b"canary-import-61f0"
+pytestmark = pytest.mark.docker  # the stack is read by `docker compose config`
+
+
+@pytest.fixture
+def plain(alice: User, compose_cli) -> User:
+    """A project the old way: ./secrets/*.txt named by file: secrets, tracked in git."""
+    secrets_dir = alice.project / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "db_password.txt").write_bytes(CANARY)
+    (secrets_dir / "api_key.txt").write_bytes(b"k3y\n")
+    write_stack(
+        alice.project,
+        "busybox",
+        {"api": {"secrets": ["db_password", "api_key"]}},
+        {
+            "secrets": {
+                "db_password": {"file": "./secrets/db_password.txt"},
+                "api_key": {"file": "./secrets/api_key.txt"},
+            }
+        },
+    )
+    subprocess.run(["git", "-C", str(alice.project), "init", "-q"], check=True)
+    return alice
+
+
+def run_import(user: User, *args: str) -> tuple[int, str]:
+    result = devsecrets(["import", *args], cwd=user.project, env=user.subprocess_env())
+    out = (result.stdout + result.stderr).decode()
+    assert CANARY.decode() not in out
+    return result.returncode, out
+
+
+def test_stack_files_are_imported_ignored_and_deleted(plain: User):
+    code, out = run_import(plain, "--delete")
+    assert code == 0, out
+    assert "api_key: imported from ./secrets/api_key.txt" in out
+    assert "db_password: imported from ./secrets/db_password.txt" in out
+    assert plain.run("get", "db_password").stdout == CANARY
+    assert plain.run("get", "api_key").stdout == b"k3y\n"  # exact bytes
+    assert not (plain.project / "secrets" / "db_password.txt").exists()
+    assert not (plain.project / "secrets" / "api_key.txt").exists()
+    ignored = (plain.project / ".gitignore").read_text()
+    assert "/secrets/db_password.txt\n" in ignored and "/secrets/api_key.txt\n" in ignored
+
+
+def test_without_delete_and_no_terminal_the_files_stay(plain: User):
+    code, out = run_import(plain)
+    assert code == 0, out
+    assert "kept " in out and "--delete" in out
+    assert (plain.project / "secrets" / "db_password.txt").read_bytes() == CANARY
+    assert "/secrets/db_password.txt" in (plain.project / ".gitignore").read_text()
+    again_code, again = run_import(plain)  # running twice changes nothing
+    assert again_code == 0
+    assert "db_password: unchanged" in again
+    assert (plain.project / ".gitignore").read_text().count("/secrets/db_password.txt") == 1
+
+
+def test_a_symlinked_plaintext_file_is_refused(plain: User, tmp_path: Path):
+    target = plain.project / "secrets" / "db_password.txt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"not-this")
+    target.unlink()
+    target.symlink_to(elsewhere)
+    code, out = run_import(plain, "--delete")
+    assert code == 1
+    assert "cannot read" in out and "db_password.txt" in out
+    assert elsewhere.exists()
+    assert "db_password" not in plain.run("ls").out
+
+
+def test_env_keys(alice: User, compose_cli):
+    (alice.project / ".env").write_text(
+        f"COMPOSE_PROJECT_NAME=x\nexport DB_PASSWORD='{CANARY.decode()}'\nSTRIPE=sk_1 # live\n"
+    )
+    code, out = run_import(alice, "--env-key", "DB_PASSWORD", "--env-key", "STRIPE=stripe_key")
+    assert code == 0, out
+    assert "db_password: imported from .env: DB_PASSWORD" in out
+    assert "stripe_key: imported from .env: STRIPE" in out
+    assert alice.run("get", "db_password").stdout == CANARY
+    assert alice.run("get", "stripe_key").stdout == b"sk_1"
+    assert "remove them from .env yourself" in out
+    missing_code, missing = run_import(alice, "--env-key", "NOPE")
+    assert missing_code == 2
+    assert "has no NOPE" in missing
+
+
+@pytest.mark.sops
+def test_a_sops_file_one_key_per_secret(alice: User, tmp_path: Path):
+    plain_file = tmp_path / "secrets.yaml"
+    plain_file.write_text(f"db_password: {CANARY.decode()}\nport: 5432\n")
+    encrypted = tmp_path / "secrets.enc.yaml"
+    made = run_sops(
+        alice, "encrypt", "--age", alice.public_key(), "--output", str(encrypted), str(plain_file)
+    )
+    assert made.returncode == 0, made.stderr
+    plain_file.unlink()
+    assert CANARY not in encrypted.read_bytes()
+    code, out = run_import(alice, "--sops", str(encrypted))
+    assert code == 0, out
+    assert "db_password: imported from secrets.enc.yaml: db_password" in out
+    assert alice.run("get", "db_password").stdout == CANARY
+    assert alice.run("get", "port").stdout == b"5432"
+    assert encrypted.exists()  # encrypted already: nothing to delete
+
+
+def test_nothing_to_import_is_one_line(alice: User, compose_cli):
+    code, out = run_import(alice)
+    assert code == 1
+    assert "no compose or stack file" in out
