@@ -44,7 +44,14 @@ class App:
         if pending:
             _say(f"devsecrets: warning: {pending.message}")
             _say(f"devsecrets: hint: {pending.hint}")
+        store.approvals = self.approvals(store.root)
         return store
+
+    def approvals(self, root: Path) -> Any:
+        """This user's approved recipients for the store at `root` (kept outside the repo)."""
+        from devsecrets.store.trust import Approvals
+
+        return Approvals(root, self.env, lambda: self.identities().public)
 
     def identities(self) -> Any:
         if self._identities is None:
@@ -143,16 +150,23 @@ def completion(shell: str) -> None:
 
 @cli.command()
 @click.option("--name", "member", help="Your recipient name (default: your login name).")
+@click.option("--no-git", is_flag=True, help="Do not set up the git merge and diff drivers.")
 @pass_app
-def init(app: App, member: str | None) -> None:
-    """Create the store here and make you its first recipient.
+def init(app: App, member: str | None, no_git: bool) -> None:
+    """Create the store here with you as its first recipient, or ask to join an existing one.
 
-    Creates an age identity at sops' default location if you have none (never overwrites one).
-    Safe to run again.
+    Creates an age identity if you have none (at SOPS_AGE_KEY_FILE if that names a file that
+    does not exist yet, else at sops' default location; never overwrites one). In a store you
+    are not a recipient of, records a join request (.devsecrets/requests/NAME.pub) for you to
+    commit and push; a member approves it with `devsecrets recipients add NAME`. In a git
+    work tree, also sets up git drivers that merge store files by meaning and diff them
+    without values (.devsecrets/.gitattributes, committed; the commands in .git/config). It
+    asks first on a terminal. Safe to run again.
     """
     from devsecrets.errors import StoreNotFoundError
     from devsecrets.keys import create_key_file, default_key_file
-    from devsecrets.store import STORE_DIR, find_store, init_store
+    from devsecrets.store import STORE_DIR, find_store
+    from devsecrets.store.join import init_or_join
 
     identities = app.identities()
     if identities.public:
@@ -172,13 +186,46 @@ def init(app: App, member: str | None) -> None:
         root = find_store(app.cwd, app.store_option).root
     except StoreNotFoundError:
         root = app.store_option or app.cwd / STORE_DIR
-    store, added = init_store(root, member or getpass.getuser(), recipient)
-    _say(f"store {store.root}")
-    if added:
-        _say(f"added you as a recipient ({recipient[:20]}…)")
-    else:
+    joined = init_or_join(root, member or getpass.getuser(), recipient, app.approvals(root))
+    _say(f"store {joined.store.root}")
+    _say(f"your public key: {recipient}")
+    if joined.created:
+        _say("created the store with you as its first recipient")
+    elif joined.member:
         _say("you are already a recipient")
-    _say("next: `devsecrets set NAME` and commit .devsecrets/")
+    if joined.request is not None:
+        request = joined.request
+        members = ", ".join(joined.store.recipients())
+        _say(f"you are not a recipient yet; recorded your join request as {request.name!r}")
+        _say("next:")
+        message = f"devsecrets: {request.name} asks to join"
+        _say(f"  1. git add {request.path} && git commit -m '{message}' && git push")
+        _say(f"  2. ask a member ({members}) to pull, check your key with you and run")
+        _say(f"     `devsecrets recipients add {request.name}`, then push")
+        _say("  3. git pull; then `devsecrets get NAME` works")
+    else:
+        _say("next: `devsecrets set NAME` and commit .devsecrets/")
+    if not no_git:
+        _setup_git(joined.store.root)
+
+
+def _setup_git(root: Path) -> None:
+    from devsecrets import gitdriver
+
+    if gitdriver.work_tree(root) is None:
+        return
+    if sys.stdin.isatty() and not click.confirm(
+        "set up git to merge store files by meaning and diff them without values?",
+        default=True,
+        err=True,
+    ):
+        _say("skipped the git drivers; `devsecrets init` again sets them up")
+        return
+    top = gitdriver.setup(root)
+    _say(
+        f"set up git merge and diff drivers in {top}/.git/config "
+        f"(commit {root.name}/.gitattributes; skip with --no-git)"
+    )
 
 
 @cli.command()
@@ -245,6 +292,8 @@ def set_(
 
     if from_files and generate:
         raise click.UsageError("use either --from-file or --generate, not both")
+    store = app.store()
+    _note(store.check_recipients())  # before the value is typed, not after
     if name is None:
         if not from_files:
             raise click.UsageError("missing NAME (or --from-file NAME=PATH, repeatable)")
@@ -267,7 +316,7 @@ def set_(
         else:
             value = sys.stdin.buffer.read()
         values = {name: value}
-    changed = app.store().write_many(values, app.identities())
+    changed = store.write_many(values, app.identities())
     for key, value in values.items():
         _say(f"{key}: {'stored' if changed[key] else 'unchanged'} ({len(value)} bytes)")
 
@@ -315,14 +364,18 @@ def ls(app: App, as_json: bool) -> int:
     """List secrets: name, size, last change, recipients. Decrypts nothing.
 
     An entry that cannot be read is reported by name (and the exit code is 1); the others
-    are still listed.
+    are still listed. Merge conflicts the git merge driver left are marked.
     """
+    from devsecrets.gitdriver import conflicts
+
     store = app.store()
     infos, problems = store.listing()
+    conflicted = set(conflicts(store))
     for problem in problems:
         click.echo(error_lines(problem), err=True, nl=False)
     if as_json:
-        click.echo(json.dumps([asdict(i) for i in infos], indent=2))
+        rows = [asdict(i) | {"conflict": i.name in conflicted} for i in infos]
+        click.echo(json.dumps(rows, indent=2))
         return 1 if problems else 0
     if not infos and not problems:
         _say(f"no secrets in {store.root}; add one with `devsecrets set NAME`")
@@ -335,6 +388,9 @@ def ls(app: App, as_json: bool) -> int:
             if info.stale
             else ""
         )
+        if info.name in conflicted:
+            how = "--ours|--theirs|--edit"
+            mark += f"  (merge conflict: `devsecrets resolve {info.name} {how}`)"
         click.echo(
             f"{info.name:<{width}}  {info.size:>7} B  {info.lastmodified}  "
             f"{', '.join(info.recipients)}{mark}"
@@ -371,6 +427,10 @@ def edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
     secret changed in the store meanwhile (a `set`, a `git pull`), nothing is stored unless
     --force.
     """
+    _edit(app, name, allow_disk, force)
+
+
+def _edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
     from devsecrets.edit import edit_secret, editor_command
     from devsecrets.runtime_dir import private_root
     from devsecrets.tmpfs import is_memory_backed
@@ -378,8 +438,10 @@ def edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
     scratch = private_root(app.env, allow_disk=allow_disk, warn=_warn)
     if not is_memory_backed(scratch):
         _say(f"devsecrets: warning: --allow-disk: the plaintext copy goes to disk in {scratch}")
+    store = app.store()
+    _note(store.check_recipients())  # before the editor opens, so no edit is lost
     changed = edit_secret(
-        app.store(),
+        store,
         name,
         app.identities(),
         editor_command(app.env),
@@ -412,21 +474,47 @@ def recipients() -> None:
 @recipients.command("ls")
 @pass_app
 def recipients_ls(app: App) -> None:
-    """List recipients: name and public key."""
-    for member, key in app.store().recipients().items():
-        click.echo(f"{member}  {key}")
+    """List recipients: name and public key; then pending join requests."""
+    from devsecrets.store.join import requests
+    from devsecrets.store.trust import printable
+
+    store = app.store()
+    for member, key in store.recipients().items():
+        click.echo(printable(f"{member}  {key}"))
+    for request in requests(store):
+        how = f"`devsecrets recipients add {request.name}`"
+        click.echo(printable(f"{request.name}  {request.key}  (join request: {how})"))
 
 
 @recipients.command("add")
 @click.argument("member")
-@click.argument("key")
+@click.argument("key", required=False)
 @pass_app
-def recipients_add(app: App, member: str, key: str) -> None:
-    """Add MEMBER with public KEY and re-wrap every secret's data key for them."""
+def recipients_add(app: App, member: str, key: str | None) -> None:
+    """Give MEMBER access: approve their join request, or add the public KEY given.
+
+    Every secret's data key is re-wrapped for them, so they can read every secret. Check the
+    key with them (in person, on a call) before approving a request: anyone who can push can
+    write one.
+
+    \b
+    Examples:
+      devsecrets recipients add carol
+      devsecrets recipients add ci age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+    """
+    from devsecrets.store.join import add_member
+
     store = app.store()
+    _note(store.check_recipients())
     with _progress(len(store.names())) as progress:
-        touched = store.add_recipient(member, key, app.identities(), progress)
-    _say(f"added {member}; re-wrapped {touched} secret(s)")
+        added = add_member(store, member, key, app.identities(), progress)
+    how = "approved the join request of" if added.from_request else "added"
+    _say(f"{how} {added.name} ({added.key})")
+    _say(
+        f"{added.name} can now read every secret in this store ({len(added.secrets)}): "
+        f"{', '.join(added.secrets) or 'none yet'}; and every secret written from now on"
+    )
+    _say("next: commit and push .devsecrets/")
 
 
 @recipients.command("rm")
@@ -438,9 +526,104 @@ def recipients_rm(app: App, member: str) -> None:
     Values they could read before stay known to them: rotate those secrets at the source.
     """
     store = app.store()
+    _note(store.check_recipients())
     with _progress(len(store.names())) as progress:
         touched = store.remove_recipient(member, app.identities(), progress)
     _say(f"removed {member}; rotated the data key of {touched} secret(s)")
+    _say(f"{member} may have kept every value they could read before: change those at the source")
+
+
+@recipients.command("approve")
+@click.option("--yes", is_flag=True, help="Approve without asking (for scripts).")
+@pass_app
+def recipients_approve(app: App, yes: bool) -> None:
+    """Approve the recipients in recipients.yaml as the people you encrypt to.
+
+    Commands that encrypt (set, edit, rekey, recipients add/rm) refuse while recipients.yaml
+    lists a key you have not approved, as when someone adds a recipient in a commit. Your
+    approvals are kept on this machine (~/.config/devsecrets/approved/), never in the repo.
+    """
+    from devsecrets.store.trust import printable
+
+    store = app.store()
+    members = store.recipients()
+    review = store.approvals.review(members)
+    if not review.added:
+        store.approvals.accept(members)
+        _note(review)
+        _say("nothing to approve: you have approved every recipient of this store")
+        return
+    heading = "recipients of this store" if review.first_use else "added since your last approval"
+    _say(f"{heading}:")
+    for change in review.added:
+        line = f"  {change.name}  {change.key}  ({change.commit or 'git does not know'})"
+        _say(printable(line))
+    _note(review)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not on a terminal: pass --yes to approve")
+        if not click.confirm("encrypt every secret to them from now on?", err=True):
+            raise DevsecretsError("nothing approved")
+    store.approvals.accept(members)
+    _say(f"approved: {', '.join(c.name for c in review.added)}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--ours", "choice", flag_value="ours", help="Keep this branch's value.")
+@click.option("--theirs", "choice", flag_value="theirs", help="Take the other branch's file.")
+@click.option("--edit", "choice", flag_value="edit", help="Edit the value (starts from ours).")
+@click.option("--allow-disk", is_flag=True, help="For --edit: allow the plaintext copy on disk.")
+@pass_app
+def resolve(app: App, name: str, choice: str | None, allow_disk: bool) -> None:
+    """Settle a merge conflict the git merge driver left for NAME (`devsecrets ls` lists them).
+
+    The file in the store is ours and valid; theirs waits in .devsecrets/.conflicts/.
+
+    \b
+    Examples:
+      devsecrets resolve db_password --theirs
+      devsecrets resolve db_password --edit
+    """
+    from devsecrets import gitdriver
+
+    if choice is None:
+        raise click.UsageError("choose one of --ours, --theirs, --edit")
+    store = app.store()
+    gitdriver.theirs_of(store, name)  # fails before anything else when there is no conflict
+    if choice == "theirs":
+        gitdriver.take_theirs(store, name)
+    else:
+        if choice == "edit":
+            _edit(app, name, allow_disk, force=False)
+        gitdriver.drop_conflict(store, name)
+    _say(f"{name}: resolved ({choice}); next: git add {store.path_for(name)} and commit")
+
+
+@cli.command("git-merge", hidden=True)
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("ours", type=click.Path(path_type=Path))
+@click.argument("theirs", type=click.Path(path_type=Path))
+@click.argument("path")
+@pass_app
+def git_merge(app: App, base: Path, ours: Path, theirs: Path, path: str) -> int:
+    """The git merge driver (merge.devsecrets.driver): merges store files by meaning."""
+    from devsecrets.gitdriver import merge
+
+    merged = merge(base, ours, theirs, path, app.identities(), app.env)
+    if merged.message:
+        _say(merged.message)
+    return 0 if merged.clean else 1
+
+
+@cli.command("git-textconv", hidden=True)
+@click.argument("file", type=click.Path(path_type=Path))
+@pass_app
+def git_textconv(app: App, file: Path) -> None:
+    """The git diff textconv (diff.devsecrets.textconv): name, value hash, recipients."""
+    from devsecrets.gitdriver import textconv
+
+    click.echo(textconv(file, app.identities(), app.env, app.cwd), nl=False)
 
 
 @cli.command()
@@ -448,6 +631,7 @@ def recipients_rm(app: App, member: str) -> None:
 def rekey(app: App) -> None:
     """Give every secret a fresh data key, wrapped for the current recipients."""
     store = app.store()
+    _note(store.check_recipients())
     with _progress(len(store.names())) as progress:
         touched = store.rekey(app.identities(), progress)
     _say(f"rekeyed {touched} secret(s)")
@@ -1013,6 +1197,12 @@ def _say(line: str) -> None:
 
 def _warn(line: str) -> None:
     _say(f"devsecrets: warning: {line}")
+
+
+def _note(review: Any) -> None:
+    """Report recipients removed since this user last wrote (they need no approval)."""
+    for change in review.removed if review is not None else ():
+        _say(f"devsecrets: note: no longer a recipient: {change.describe()}")
 
 
 def main(argv: list[str] | None = None) -> int:

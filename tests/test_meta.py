@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def all_commands() -> list[str]:
     names = []
     for name, command in cli.commands.items():
+        if command.hidden:  # git-merge, git-textconv: started by git, not by people
+            continue
         names.append(name)
         names += [f"{name} {sub}" for sub in getattr(command, "commands", {})]
     return names

@@ -33,6 +33,13 @@ def opens_with(key: bytes, path) -> bool:
     return True
 
 
+def identity(key_file):
+    import pyrage
+
+    (line,) = [w for w in key_file.read_text().split() if w.startswith("AGE-SECRET-KEY-1")]
+    return pyrage.x25519.Identity.from_str(line)
+
+
 def data_key(user: User, path) -> bytes | None:
     ids = find_identities(user.env_for_core()).keys
     return age.unwrap(sopsfile.parse(path.read_bytes(), str(path)).age, ids)
@@ -92,8 +99,7 @@ def test_an_unknown_key_stanza_is_flagged_and_the_next_write_repairs_it(alice: U
     assert "keys differ" not in alice.run("ls").out
     assert [s.recipient for s in sopsfile.parse(path.read_bytes(), "x").age] == [alice.public_key()]
     assert data_key(alice, path) != key
-    mallory_ids = find_identities({"SOPS_AGE_KEY_FILE": str(mallory), "HOME": str(tmp_path)})
-    assert age.unwrap(sopsfile.parse(path.read_bytes(), "x").age, mallory_ids.keys) is None
+    assert age.unwrap(sopsfile.parse(path.read_bytes(), "x").age, [identity(mallory)]) is None
 
 
 def _fields(doc):
@@ -130,8 +136,8 @@ def test_init_creates_the_key_where_sops_age_key_file_points(tmp_path, project):
     assert result.exit_code == 0, result.stderr
     assert target.is_file()
     assert not user.key_file.exists()
-    public = find_identities({"SOPS_AGE_KEY_FILE": str(target), "HOME": str(tmp_path)}).public
-    assert f"carol: {public[0]}" in (user.store / "recipients.yaml").read_text()
+    public = str(identity(target).to_public())
+    assert f"carol: {public}" in (user.store / "recipients.yaml").read_text()
 
 
 @pytest.mark.parametrize("value", [b"", b"x", CANARY])

@@ -36,6 +36,7 @@ from devsecrets.errors import (
 from devsecrets.keys import Identities
 from devsecrets.store import age, cipher, journal, sopsfile, yamlload
 from devsecrets.store.sopsfile import AgeStanza, SopsDocument
+from devsecrets.store.trust import Approvals, Review
 from devsecrets.suggest import did_you_mean
 
 STORE_DIR = ".devsecrets"
@@ -59,8 +60,9 @@ _MAX_LEAF = _LEAF_OVERHEAD + 4 * ((MAX_VALUE_SIZE + 2) // 3)
 MAX_FILE_SIZE = 64 + _MAX_LEAF + MAX_RECIPIENTS * 1024 + 4096  # name line, leaf, stanzas, rest
 MAX_RECIPIENTS_FILE_SIZE = MAX_RECIPIENTS * 256 + 4096  # name: key per line, comments
 GITIGNORE = (
-    "# devsecrets: the writers' lock, interrupted temp files, an unfinished `recipients rm`\n"
-    ".lock\n.*.tmp-*\n.journal\n"
+    "# devsecrets: the writers' lock, interrupted temp files, an unfinished `recipients rm`,\n"
+    "# unresolved merge conflicts\n"
+    ".lock\n.*.tmp-*\n.journal\n.conflicts/\n"
 )
 
 
@@ -141,7 +143,8 @@ def find_store(start: Path, explicit: Path | None = None) -> Store:
 
 
 def init_store(root: Path, member: str, recipient: str) -> tuple[Store, bool]:
-    """Create the store (or keep it) and make sure `recipient` is in it. Returns (store, added)."""
+    """Create the store (or keep it); `recipient` becomes its first member if it has none.
+    Returns (store, added)."""
     root.mkdir(parents=True, exist_ok=True)
     ignore = root / ".gitignore"
     if not ignore.exists():
@@ -150,7 +153,7 @@ def init_store(root: Path, member: str, recipient: str) -> tuple[Store, bool]:
     if not (root / RECIPIENTS_FILE).exists():
         _atomic_write(root / RECIPIENTS_FILE, _emit_recipients({}))
     members = store.recipients()
-    if recipient in members.values():
+    if members:  # someone else's store: joining is a request a member approves (store.join)
         return store, False
     age.parse_recipient(recipient)
     with store.lock():
@@ -167,8 +170,16 @@ def _unique(member: str, members: Mapping[str, str]) -> str:
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, approvals: Approvals | None = None) -> None:
         self.root = root
+        # The CLI always sets this: every write then encrypts only to approved recipients.
+        self.approvals = approvals
+
+    def check_recipients(self, members: Mapping[str, str] | None = None) -> Review | None:
+        """Refuse (UnapprovedRecipientsError) unless this user approved every recipient."""
+        if self.approvals is None:
+            return None
+        return self.approvals.check(self.recipients() if members is None else members)
 
     def path_for(self, name: str) -> Path:
         return self.root / (validate_name(name) + SUFFIX)
@@ -347,6 +358,7 @@ class Store:
         validate_name(name)
         validate_size(value)
         with self.lock():
+            self.check_recipients()
             return self._write_locked(name, value, identities, rotate=False)
 
     def raw(self, name: str) -> bytes | None:
@@ -414,7 +426,9 @@ class Store:
     def _write_locked(
         self, name: str, value: bytes, identities: Identities, *, rotate: bool
     ) -> bool:
-        wanted = list(self.recipients().values())
+        members = self.recipients()
+        self.check_recipients(members)  # every encryption goes through here, so does the check
+        wanted = list(members.values())
         if not wanted:
             raise RecipientError(
                 f"{self.root / RECIPIENTS_FILE} lists no recipients",
@@ -484,10 +498,14 @@ class Store:
                 raise RecipientError(f"recipient {member!r} already exists")
             if key.strip() in members.values():
                 raise RecipientError("that key is already a recipient")
+            self.check_recipients(members)  # the others must be approved; this one we are adding
             # Decrypt everything first: a file we cannot open stops us before anything changes.
             names = self.require_all_readable_names()
             values = {n: self._open(n, identities).plaintext for n in names}
-            self._save_recipients({**members, member: key.strip()})
+            members = {**members, member: key.strip()}
+            if self.approvals is not None:
+                self.approvals.accept(members)
+            self._save_recipients(members)
             return self._rewrite(values, identities, rotate=False, progress=progress)
 
     def pending(self) -> StoreError | None:
@@ -519,10 +537,14 @@ class Store:
                     "cannot remove the last recipient: nobody could read the store"
                 )
             # Decrypt everything first, so a file we cannot open stops us before anything changes.
+            staying = {m: k for m, k in members.items() if m != member}
+            self.check_recipients(staying)  # rotating re-encrypts to everyone who stays
             names = self.require_all_readable_names()
             values = {n: self._open(n, identities).plaintext for n in names}
             journal.write(self.root, {**owed, member: members[member]}, _atomic_write)
-            del members[member]
+            gone = members.pop(member)
+            if self.approvals is not None:
+                self.approvals.accept(members, revoked=[gone.strip()])
             self._save_recipients(members)
             touched = self._rewrite(values, identities, rotate=True, progress=progress)
             journal.clear(self.root)
@@ -545,6 +567,7 @@ class Store:
 
     def rekey(self, identities: Identities, progress: Progress | None = None) -> int:
         with self.lock():
+            self.check_recipients()
             touched = self._rewrite_all(identities, rotate=True, progress=progress)
             journal.clear(self.root)  # every key rotated: nothing is owed any more
             return touched
