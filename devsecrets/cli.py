@@ -525,8 +525,7 @@ def recipients_rm(app: App, member: str) -> None:
 
     Values they could read before stay known to them: rotate those secrets at the source.
     """
-    store = app.store()
-    _note(store.check_recipients())
+    store = app.store()  # the store checks the approvals of those who stay
     with _progress(len(store.names())) as progress:
         touched = store.remove_recipient(member, app.identities(), progress)
     _say(f"removed {member}; rotated the data key of {touched} secret(s)")

@@ -543,9 +543,9 @@ class Store:
             values = {n: self._open(n, identities).plaintext for n in names}
             journal.write(self.root, {**owed, member: members[member]}, _atomic_write)
             gone = members.pop(member)
-            if self.approvals is not None:
-                self.approvals.accept(members, revoked=[gone.strip()])
             self._save_recipients(members)
+            if self.approvals is not None:  # only now: an interrupted rm can run again
+                self.approvals.accept(members, revoked=[gone.strip()])
             touched = self._rewrite(values, identities, rotate=True, progress=progress)
             journal.clear(self.root)
             return touched
