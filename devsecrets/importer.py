@@ -46,7 +46,7 @@ class Imported:
 
 def stack_files(options: Any, cwd: Path, env: Mapping[str, str]) -> tuple[Path, list[Source]]:
     """The stack's `file:` secrets: (project directory, sources). StackError if no stack."""
-    from devsecrets.session import open_project
+    from devsecrets.project import open_project
     from devsecrets.stack import SourceKind
 
     project, model = open_project(options, cwd, env, need_engine=False)

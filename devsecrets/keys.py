@@ -1,4 +1,4 @@
-"""Find the user's age identities the way sops 3.11 does (shared/SOPS-FORMAT.md §1.12).
+"""Find the user's age identities the way sops 3.11 does (ARCHITECTURE.md, "The SOPS format").
 
 Input: the environment. Output: `Identities` (private keys, never printed) plus the list of
 places looked at, for the "no identity" message. All sources add up, as in sops.

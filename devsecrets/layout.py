@@ -1,9 +1,11 @@
 """Decide where every granted secret lives on the host and how it reaches the container.
 
-Input: `StackModel` and the names the store holds. Output: `Layout` (pure data, no I/O).
+Input: `StackModel` and the names the store holds (through `needs`). Output: `Layout` (pure
+data, no I/O), with structured findings about what cannot be laid out as asked.
 
 Why directories: a single-file bind mount pins the inode, so a file replaced by rename stays
-invisible in the container, and an in-place rewrite can be read half-done (DESIGN.md 7). So each
+invisible in the container, and an in-place rewrite can be read half-done (ARCHITECTURE.md,
+"Measured facts"). So each
 service gets its own directory, bound read-only at /run/secrets, holding exactly its secrets;
 an update is a rename inside it, which a reader sees as all-old or all-new. A target outside
 /run/secrets cannot get a directory without hiding the image's files there, so it is a
@@ -17,6 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from devsecrets.needs import Finding, FindingKind, Needs, needs
 from devsecrets.stack import SECRETS_DIR, Grant, SourceKind, StackModel
 
 
@@ -51,45 +54,34 @@ class ServiceLayout:
 class Layout:
     project: str
     services: tuple[ServiceLayout, ...]
-    missing: Mapping[str, tuple[str, ...]]  # store name -> services that need it
-    warnings: tuple[str, ...]
+    needs: Needs
+    findings: tuple[Finding, ...]  # about this layout (volumes, environment secrets)
+
+    @property
+    def missing(self) -> Mapping[str, tuple[str, ...]]:
+        """Store name -> services that need it, for the secrets the store lacks."""
+        return self.needs.missing
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return (*self.needs.warnings, *self.findings)
 
     def store_names(self) -> set[str]:
         return {f.store_name for s in self.services for f in s.files}
 
 
 def plan(model: StackModel, in_store: Collection[str]) -> Layout:
-    managed: dict[str, str] = {}  # compose key -> store name
-    missing: dict[str, list[str]] = {}
-    warnings: list[str] = []
-    used = {g.source for g in model.grants}
-    for key in sorted(used):
-        source = model.sources[key]
-        if source.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER):
-            managed[key] = source.store_name
-            if source.store_name not in in_store:
-                missing[source.store_name] = []
-        elif source.kind is SourceKind.FILE:
-            if source.store_name in in_store:
-                managed[key] = source.store_name
-            else:
-                warnings.append(
-                    f"secret {key} comes from plaintext file {source.file}; "
-                    f"store it with `devsecrets set {key} --from-file {source.file}`"
-                )
-    for grant in model.grants:
-        store_name = managed.get(grant.source)
-        if store_name in missing:
-            missing[store_name].append(grant.service)
+    need = needs(model, in_store)
+    findings: list[Finding] = []
     services = []
     for service, refs in model.raw_service_secrets.items():
         grants = [g for g in model.grants if g.service == service]
-        services.append(_service_layout(service, grants, refs, managed, model, warnings))
+        services.append(_service_layout(service, grants, refs, need.provided, model, findings))
     return Layout(
         project=model.project,
         services=tuple(s for s in services if s.files),
-        missing={k: tuple(sorted(set(v))) for k, v in sorted(missing.items())},
-        warnings=tuple(warnings),
+        needs=need,
+        findings=tuple(findings),
     )
 
 
@@ -99,7 +91,7 @@ def _service_layout(
     refs: tuple[Mapping[str, Any], ...],
     managed: Mapping[str, str],
     model: StackModel,
-    warnings: list[str],
+    findings: list[Finding],
 ) -> ServiceLayout:
     files: list[MountedFile] = []
     kept: list[Mapping[str, Any]] = []
@@ -123,12 +115,24 @@ def _service_layout(
             # directory refuses.
             placeholders.append(posixpath.relpath(grant.target, SECRETS_DIR))
             if model.sources[grant.source].kind is SourceKind.ENVIRONMENT:
-                warnings.append(
-                    f"service {service}: environment secret {grant.source} cannot be copied "
-                    f"under /run/secrets while devsecrets mounts it; store it with "
-                    f"`devsecrets set {grant.source}`"
+                findings.append(
+                    Finding(
+                        FindingKind.ENVIRONMENT_SECRET,
+                        grant.source,
+                        (service,),
+                        f"service {service}: environment secret {grant.source} cannot be "
+                        f"copied under /run/secrets while devsecrets mounts it; store it with "
+                        f"`devsecrets set {grant.source}`",
+                    )
                 )
     volume_targets = model.service_volume_targets.get(service, frozenset())
     for clash in sorted(volume_targets & ({SECRETS_DIR} | {f.grant.target for f in files})):
-        warnings.append(f"service {service}: a volume at {clash} hides devsecrets' secrets there")
+        findings.append(
+            Finding(
+                FindingKind.VOLUME_HIDES_SECRETS,
+                clash,
+                (service,),
+                f"service {service}: a volume at {clash} hides devsecrets' secrets there",
+            )
+        )
     return ServiceLayout(service, tuple(files), tuple(placeholders), tuple(kept))

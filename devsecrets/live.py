@@ -1,65 +1,48 @@
 """Live secrets: keep a running stack's secrets equal to the store and the stack files.
 
-Input: a prepared `Session`, the store, identities, per-service policies. Output: files
-replaced atomically in the runtime dir, compose restarts/signals/recreates, and one line per
-event (names only). Never raises out of a batch: a bad file keeps the last good value served.
+Input: a prepared `Session` (read, never changed), the store, identities, per-service
+policies. Output: files replaced atomically in the runtime dir, compose restarts/signals/
+recreates, and one line per event (names only). `LiveStack` owns the current state (model,
+layout, render digests, values). Never raises out of a batch: a bad file keeps the last good
+value served.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from devsecrets import compose, materialize
-from devsecrets.errors import DevsecretsError, StackError, UsageProblem
+from devsecrets.errors import DevsecretsError, StackError, UsageProblem, reason
 from devsecrets.layout import Layout, plan
-from devsecrets.session import publish_override
-from devsecrets.stack import read_model
+from devsecrets.override import publish_override
+from devsecrets.stack import NO_POLICY, Action, Policy, read_model
 from devsecrets.store import RECIPIENTS_FILE, SUFFIX
 
+if TYPE_CHECKING:
+    from devsecrets.keys import Identities
+    from devsecrets.session import Session
+    from devsecrets.store import Store
+
 Report = Callable[[str], None]
-_SIGNAL = re.compile(r"^SIG[A-Z0-9]+$")
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """What a service does when one of its secrets changes: nothing, restart, or a signal."""
-
-    action: str  # "none" | "restart" | "signal"
-    signal: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> Policy:
-        value = text.strip()
-        if value.lower() in ("none", "restart"):
-            return cls(value.lower())
-        if _SIGNAL.match(value.upper()):
-            return cls("signal", value.upper())
-        raise UsageProblem(
-            f"{where}: unknown on-change policy {text!r}",
-            hint="use none, restart or a signal such as SIGHUP",
-        )
+def policies(from_stack: Mapping[str, Policy], from_cli: Mapping[str, Policy]) -> dict[str, Policy]:
+    return {**from_stack, **from_cli}  # the command line wins over the stack file
 
 
-def policies(from_stack: Mapping[str, str], from_cli: Mapping[str, str]) -> dict[str, Policy]:
-    merged = {**from_stack, **from_cli}  # the command line wins over the stack file
-    return {svc: Policy.parse(text, f"on-change for {svc}") for svc, text in merged.items()}
-
-
-def parse_cli_policies(items: tuple[str, ...]) -> dict[str, str]:
+def parse_cli_policies(items: Sequence[str]) -> dict[str, Policy]:
+    """`--on-change SERVICE=POLICY` options; a bad one is a usage error."""
     table = {}
     for item in items:
         service, sep, policy = item.partition("=")
         if not sep or not service:
             raise UsageProblem(f"--on-change {item!r}: expected SERVICE=POLICY")
-        Policy.parse(policy, f"--on-change {item}")
-        table[service] = policy
+        table[service] = Policy.parse(policy, f"--on-change {item}", UsageProblem)
     return table
 
 
@@ -75,13 +58,13 @@ def _stamp(path: Path) -> bytes | None:
 class LiveStack:
     def __init__(
         self,
-        session: Any,
-        store: Any,
-        identities: Any,
-        cli_policies: Mapping[str, str],
+        session: Session,
+        store: Store,
+        identities: Identities,
+        cli_policies: Mapping[str, Policy],
         report: Report,
     ) -> None:
-        self.session = session
+        self.session = session  # how the stack was started: project, paths, environment
         self.store = store
         self.identities = identities
         self.cli_policies = dict(cli_policies)
@@ -89,14 +72,18 @@ class LiveStack:
         self.values: dict[str, bytes] = dict(session.values)
         self.stamps = {n: _stamp(store.path_for(n)) for n in self.values}
         self.problems: dict[str, str] = {}
-        self.policies = policies(session.model.on_change, self.cli_policies)
+        # the current state, which starts as prepared and is this object's from then on
+        self.model = session.model
+        self.layout = session.layout
+        self.blocks: Mapping[str, str] = session.blocks  # the override now on disk
+        self.policies = policies(self.model.on_change, self.cli_policies)
         # what the running containers were created with: `up` creates them from this render
-        self.applied_blocks: dict[str, str] = session.blocks
+        self.applied_blocks: Mapping[str, str] = session.blocks
         # fixed for the session (the file list is resolved once), asked for on every event
         self.stack_files = self._stack_paths()
         # the stack asked for secrets the store lacked: re-plan when the store changes
         self.stack_pending = False
-        self._missing: dict[str, Any] = {}
+        self._missing: dict[str, tuple[str, ...]] = {}
         self._serial = threading.Lock()  # one batch at a time, whichever thread runs it
         # restarts, signals and recreates run here, one at a time, never on the watch thread
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devsecrets-act")
@@ -143,21 +130,21 @@ class LiveStack:
             self.report(f"internal error ({e.__class__.__name__}); still watching")
 
     def reconcile(self, *, stack_changed: bool) -> None:
-        layout = self.session.layout
+        layout = self.layout
         if stack_changed:
             layout = self._reload_stack() or layout
         with self.store.settled():  # a multi-secret `set` is read whole, never half
             values = self._read_values(layout)
         written = materialize.materialize(self.session.project_dir, layout, values)
         recreate: list[str] = []
-        if layout is not self.session.layout or stack_changed:
+        if layout is not self.layout or stack_changed:
             recreate = self._apply_layout(layout)
         self._apply_values(written, skip=set(recreate))
 
     def _reload_stack(self) -> Layout | None:
         session = self.session
         try:
-            model = read_model(compose.load_model(session.project, session.env, session.cwd))
+            model = read_model(compose.load_config(session.project, session.env, session.cwd))
         except StackError as e:
             self.report(f"stack: {e.message}; keeping the running layout")
             return None
@@ -173,7 +160,7 @@ class LiveStack:
                     f"until it is stored (`devsecrets set {next(iter(layout.missing))}`)"
                 )
             return None
-        session.model = model
+        self.model = model
         self.policies = policies(model.on_change, self.cli_policies)
         return layout
 
@@ -185,9 +172,7 @@ class LiveStack:
                 values[name] = self.values[name]
                 continue
             try:
-                value = self.store.read(name, self.identities).value
-                if not value:
-                    raise UsageProblem("empty value (Swarm refuses empty secrets)")
+                value = self.store.read_value(name, self.identities)
             except DevsecretsError as e:
                 if name not in self.values:
                     raise
@@ -203,15 +188,14 @@ class LiveStack:
         return values
 
     def _apply_layout(self, layout: Layout) -> list[str]:
-        session = self.session
-        session.layout = layout
-        _, session.blocks = publish_override(session.project_dir, layout)
-        changed = self._recreate(self.applied_blocks, session.blocks)
+        self.layout = layout
+        _, self.blocks = publish_override(self.session.project_dir, layout)
+        changed = self._recreate(self.applied_blocks, self.blocks)
         if not changed:
             self.report("stack changed → secrets updated in place")
         return changed
 
-    def _recreate(self, before: Mapping[str, str], after: dict[str, str]) -> list[str]:
+    def _recreate(self, before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
         """Recreate the services whose mounts differ between two renders; returns them."""
         changed = sorted(s for s in after if before.get(s) != after[s])
         changed += sorted(s for s in before if s not in after)  # no secrets any more
@@ -226,7 +210,7 @@ class LiveStack:
             self._later(recreate)
         return changed
 
-    def _apply_values(self, written: list[materialize.Written], skip: set[str]) -> None:
+    def _apply_values(self, written: Sequence[materialize.Written], skip: set[str]) -> None:
         """One batch: every file is already swapped. Each service gets at most one restart or
         one signal for the whole batch, run off this thread so the next batch never waits."""
         changed: dict[str, set[str]] = {}  # secret -> services that see a new value
@@ -240,11 +224,11 @@ class LiveStack:
         if not changed:
             return
         services = sorted(set().union(*changed.values()) - skip)
-        restart = [s for s in services if s in pinned or self._policy(s).action == "restart"]
+        restart = [s for s in services if s in pinned or self._policy(s).action is Action.RESTART]
         signals = {
             s: str(self._policy(s).signal)
             for s in services
-            if s not in restart and self._policy(s).action == "signal"
+            if s not in restart and self._policy(s).action is Action.SIGNAL
         }
         what = _describe(changed)
         if restart or signals:
@@ -253,7 +237,7 @@ class LiveStack:
             self.report(what)
 
     def _policy(self, service: str) -> Policy:
-        return self.policies.get(service, Policy("none"))
+        return self.policies.get(service, NO_POLICY)
 
     def _act(self, what: str, restart: list[str], signals: dict[str, str]) -> None:
         sent = []
@@ -284,9 +268,13 @@ class LiveStack:
     def _compose(self, command: list[str]) -> bool:
         session = self.session
         argv = compose.build_argv(session.project, session.override, command)
-        out = subprocess.run(
-            argv, env=dict(session.env), cwd=session.cwd, capture_output=True, check=False
-        )
+        try:
+            out = subprocess.run(
+                argv, env=dict(session.env), cwd=session.cwd, capture_output=True, check=False
+            )
+        except OSError as e:
+            self.report(f"compose {command[0]} failed: could not run {argv[0]}: {reason(e)}")
+            return False
         if out.returncode != 0:
             lines = out.stderr.decode(errors="replace").strip().splitlines()
             self.report(f"compose {command[0]} failed: {lines[-1] if lines else out.returncode}")

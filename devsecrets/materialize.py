@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets as _random
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from devsecrets import runtime_dir
-from devsecrets.errors import MaterializeError
+from devsecrets.atomic import write_at
+from devsecrets.errors import MaterializeError, reason
 from devsecrets.layout import Layout, MountedFile
 
 STAGING = runtime_dir.STAGING
 STATE = runtime_dir.STATE
-OVERRIDE = "override.yml"
+OVERRIDE = runtime_dir.OVERRIDE
+_HINT = "check that the runtime directory is yours and its tmpfs has room"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -91,11 +91,11 @@ def _project(project_dir: Path) -> Iterator[int]:
     try:
         fd = runtime_dir.open_owned(project_dir)
     except OSError as e:
-        raise MaterializeError(f"cannot open {project_dir}: {e.strerror}") from e
+        raise MaterializeError(f"cannot open {project_dir}: {reason(e)}", hint=_HINT) from e
     try:
         yield fd
     except OSError as e:
-        raise MaterializeError(f"cannot write in {project_dir}: {e.strerror}") from e
+        raise MaterializeError(f"cannot write in {project_dir}: {reason(e)}", hint=_HINT) from e
     finally:
         os.close(fd)
 
@@ -137,20 +137,8 @@ def _install(top: int, staging: int, relative: str, value: bytes, mounted: Mount
     try:
         if _same(parent, name, value, mode, uid, gid):
             return False
-        temp = f"{name}.{_random.token_hex(6)}"
-        fd = os.open(temp, _NEW, 0o600, dir_fd=staging)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(value)
-                if (uid, gid) != (os.getuid(), os.getgid()):
-                    os.fchown(out.fileno(), uid, gid)
-                os.fchmod(out.fileno(), mode)
-            # atomic within one tmpfs: readers see old or new
-            os.rename(temp, name, src_dir_fd=staging, dst_dir_fd=parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=staging)
-            raise
+        # atomic within one tmpfs: readers see old or new
+        write_at(parent, name, value, mode=mode, umask=False, owner=(uid, gid), temp_dir_fd=staging)
         return True
     finally:
         os.close(parent)
@@ -207,18 +195,3 @@ def write_text(project_dir: Path, name: str, text: str) -> Path:
     with _project(project_dir) as top:
         runtime_dir.write_file(top, name, text.encode())
     return project_dir / name
-
-
-def read_state(project_dir: Path) -> dict[str, Any]:
-    return runtime_dir.read_state(project_dir)
-
-
-def update_state(project_dir: Path, **changes: Any) -> None:
-    """Merge `changes` into the project's state.json (who runs it, what was rendered)."""
-    runtime_dir.update_state(project_dir, **changes)
-
-
-def wipe(project_dir: Path) -> None:
-    """Remove a project's runtime directory and every value in it (only if devsecrets made
-    it: a directory without our marker is left alone)."""
-    runtime_dir.wipe(project_dir)

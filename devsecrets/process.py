@@ -1,20 +1,28 @@
-"""The plaintext guard: a process holding secret values leaves none behind when it stops.
+"""Processes and signals: the plaintext guard, the foreground child, `watch`'s stop.
 
-Input: nothing. Output: core dumps off for this process and its children (`RLIMIT_CORE` 0,
-and `PR_SET_DUMPABLE` 0 so not even a core_pattern pipe gets one), and SIGINT, SIGTERM,
-SIGHUP and SIGQUIT turned into `Interrupted`, which unwinds through the callers' `finally`
-blocks that wipe the runtime files. Never prints.
+The guard: a process holding secret values leaves none behind when it stops. Core dumps off
+for this process and its children (`RLIMIT_CORE` 0, and `PR_SET_DUMPABLE` 0 so not even a
+core_pattern pipe gets one), and SIGINT, SIGTERM, SIGHUP and SIGQUIT turned into
+`Interrupted`, which unwinds through the callers' `finally` blocks that wipe the runtime files.
+The foreground child (compose, `run`'s command) gets TERM/HUP forwarded and is waited for, so
+cleanup runs after it stopped. Never prints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import resource
 import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import FrameType
+
+from devsecrets.errors import ComposeError, reason
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_DUMPABLE = 4  # <linux/prctl.h>
@@ -62,3 +70,85 @@ def plaintext_guard() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+Stopper = Callable[[], None]
+
+
+def run_foreground(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    while_running: Callable[[], Stopper | None] | None = None,
+) -> int:
+    """Run compose as a child until it exits; see `wait_forwarding`."""
+    try:
+        child = subprocess.Popen(list(argv), env=dict(env), cwd=cwd)
+    except OSError as e:
+        raise ComposeError(f"could not run {argv[0]}: {reason(e)}") from e
+    return wait_forwarding(child, while_running)
+
+
+def wait_forwarding(
+    child: subprocess.Popen[bytes],
+    while_running: Callable[[], Stopper | None] | None = None,
+) -> int:
+    """Wait for a foreground child; Ctrl-C reaches it through the terminal, SIGTERM and
+    SIGHUP we forward (and SIGINT when not on a terminal).
+
+    `while_running` starts something (the watcher) once the child runs and returns the
+    function that stops it. We wait for the child in every case, so the caller's cleanup
+    runs after it has stopped. Returns its exit code (negative: killed by that signal)."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # On a terminal, Ctrl-C already reaches the child (same process group); forwarding it
+    # too would count as a second Ctrl-C, which compose takes as "kill now".
+    on_int = signal.SIG_IGN if sys.stdin.isatty() else forward
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
+    stopper = None
+    try:
+        if while_running is not None:
+            stopper = while_running()
+        return child.wait()
+    finally:
+        if stopper is not None:
+            stopper()
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[Callable[[], None]]:
+    """For `watch`: while the block runs, SIGINT and SIGTERM only end the wait; yields the
+    function that blocks until one arrives. The previous handlers come back afterwards."""
+    done = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def wait() -> None:
+        while not done.wait(3600):
+            pass
+
+    try:
+        yield wait
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def is_alive(pid: object) -> bool:
+    """Whether a process with this pid exists (one we may not signal counts as alive)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

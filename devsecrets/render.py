@@ -1,4 +1,4 @@
-"""The compose override: paths only, never values (DESIGN.md decision 5).
+"""The compose override: paths only, never values (ARCHITECTURE.md, decision 5).
 
 Input: `Layout` and the project's runtime directory. Output: an override dict and its YAML.
 Pure. Every string is `$`-escaped because compose interpolates the override too.

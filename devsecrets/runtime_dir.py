@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from devsecrets import tmpfs
-from devsecrets.errors import TmpfsError
+from devsecrets.atomic import write_at
+from devsecrets.errors import DevsecretsError, TmpfsError
 
 MARKER = ".devsecrets-owned"  # "this directory was made by devsecrets for uid N"
 LOCK = ".lock"  # flock'ed (shared) by every process that uses the directory
 STATE = "state.json"
+COMPOSE_CACHE = ".compose-version.json"  # in the root, beside the project dirs
+OVERRIDE = "override.yml"  # in a project dir
 STAGING = ".staging"
 POINTER = "runtime-dir"  # in the user's cache dir: where a squatted default went
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -369,21 +372,7 @@ def read_file(dir_fd: int, name: str, *, limit: int = 1 << 20) -> bytes | None:
 
 def write_file(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
     """Atomically replace `name` in `dir_fd` (temp file + rename in the same directory)."""
-    temp = f".{name}.tmp-{_random.token_hex(6)}"
-    fd = os.open(
-        temp,
-        NEW_FILE,
-        mode,
-        dir_fd=dir_fd,
-    )
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=dir_fd)
-        raise
+    write_at(dir_fd, name, data, mode=mode)
 
 
 def read_state(project_dir: Path) -> dict[str, Any]:
@@ -420,6 +409,16 @@ def _update_state(project_dir: Path, changes: dict[str, Any]) -> None:
         write_file(fd, STATE, json.dumps(state, indent=2, sort_keys=True).encode())
     finally:
         os.close(fd)
+
+
+def existing_override(env: Mapping[str, str], project: str) -> Path | None:
+    """The override a running stack was started with, if there is one (no root: none)."""
+    try:
+        root = private_root(env, allow_disk=False)
+    except DevsecretsError:
+        return None
+    override = root / project / OVERRIDE
+    return override if override.exists() else None
 
 
 # -- locks and removal -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Read the stack the way compose reads it: `docker compose config --format json` -> grants.
 
-Input: compose's resolved model (a dict). Output: `StackModel` with one `Grant` per
+Input: compose's resolved config (a dict). Output: `StackModel` with one `Grant` per
 (service, secret reference) and one `SecretSource` per top-level secret. Pure: no I/O here.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from devsecrets.errors import StackError
+from devsecrets.errors import DevsecretsError, StackError
 
 SECRETS_DIR = "/run/secrets"
-DEFAULT_MODE = 0o444  # Swarm's default and compose's (shared/notes/DOCKER.md §3.2)
+DEFAULT_MODE = 0o444  # Swarm's default and compose's (ARCHITECTURE.md, "Measured facts")
 _SERVICE = re.compile(r"[a-zA-Z0-9._-]+")  # the compose spec's pattern for service names
 MAX_ID = 2**32 - 2  # uid_t/gid_t are 32-bit; 2**32 - 1 is (uid_t)-1, "no change" to chown
 
@@ -26,6 +26,41 @@ class SourceKind(Enum):
     FILE = "file"  # a plaintext file: the store overrides it when it has the name
     ENVIRONMENT = "environment"  # compose copies it from the environment: left alone
     DRIVER = "driver"  # a secret-driver plugin: like external, Swarm-only
+
+
+class Action(Enum):
+    """What a service does when one of its secrets changes."""
+
+    NONE = "none"
+    RESTART = "restart"
+    SIGNAL = "signal"
+
+
+_SIGNAL = re.compile(r"^SIG[A-Z0-9]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """An on-change policy: nothing, restart, or a signal (`signal` is set only for SIGNAL)."""
+
+    action: Action
+    signal: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, where: str, error: type[DevsecretsError] = StackError) -> Policy:
+        """`none`, `restart` or a signal name; `error` says whose mistake a bad one is."""
+        value = text.strip()
+        if value.lower() in ("none", "restart"):
+            return cls(Action(value.lower()))
+        if _SIGNAL.match(value.upper()):
+            return cls(Action.SIGNAL, value.upper())
+        raise error(
+            f"{where}: unknown on-change policy {text!r}",
+            hint="use none, restart or a signal such as SIGHUP",
+        )
+
+
+NO_POLICY = Policy(Action.NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,22 +88,23 @@ class StackModel:
     grants: tuple[Grant, ...]
     raw_service_secrets: Mapping[str, tuple[Mapping[str, Any], ...]]
     service_volume_targets: Mapping[str, frozenset[str]]
-    on_change: Mapping[str, str] = field(default_factory=dict)  # x-devsecrets: on-change
+    on_change: Mapping[str, Policy] = field(default_factory=dict)  # x-devsecrets: on-change
 
 
-def read_model(model: Mapping[str, Any]) -> StackModel:
-    """Turn compose's JSON model into grants; StackError on a shape compose would not emit."""
-    project = model.get("name")
+def read_model(config: Mapping[str, Any]) -> StackModel:
+    """Turn compose's resolved config into grants; StackError on a shape compose would not
+    emit. Words: "config" is compose's JSON; "model" is always our `StackModel`."""
+    project = config.get("name")
     if not isinstance(project, str) or not project:
         raise StackError("compose config gave no project name")
-    secrets = _mapping(model.get("secrets"), "secrets")
+    secrets = _mapping(config.get("secrets"), "secrets")
     sources = {
         key: _source(key, _mapping(spec, f"secret {key!r}")) for key, spec in secrets.items()
     }
     grants: list[Grant] = []
     raw: dict[str, tuple[Mapping[str, Any], ...]] = {}
     volumes: dict[str, frozenset[str]] = {}
-    for service, spec in sorted(_mapping(model.get("services"), "services").items()):
+    for service, spec in sorted(_mapping(config.get("services"), "services").items()):
         if not _SERVICE.fullmatch(service) or service in (".", ".."):
             raise StackError(f"bad service name {service!r}")  # compose's own pattern
         spec = _mapping(spec, f"service {service!r}")
@@ -86,7 +122,7 @@ def read_model(model: Mapping[str, Any]) -> StackModel:
         grants=tuple(grants),
         raw_service_secrets=raw,
         service_volume_targets=volumes,
-        on_change=_on_change(model.get("x-devsecrets")),
+        on_change=_on_change(config.get("x-devsecrets")),
     )
 
 
@@ -117,9 +153,9 @@ def _check_targets(service: str, grants: list[Grant]) -> None:
             )
 
 
-def _on_change(extension: Any) -> dict[str, str]:
+def _on_change(extension: Any) -> dict[str, Policy]:
     """`x-devsecrets: {on-change: {api: restart, nginx: SIGHUP}}` (top level: compose drops
-    service-level `x-` keys from its resolved model)."""
+    service-level `x-` keys from its resolved config)."""
     if extension in (None, ""):
         return {}
     table = (
@@ -133,7 +169,7 @@ def _on_change(extension: Any) -> dict[str, str]:
         raise StackError(
             "x-devsecrets.on-change must map service names to none, restart or a signal"
         )
-    return {str(k): v for k, v in table.items()}
+    return {str(k): Policy.parse(v, f"x-devsecrets.on-change.{k}") for k, v in table.items()}
 
 
 def _source(key: str, spec: Mapping[str, Any]) -> SecretSource:

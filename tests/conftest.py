@@ -17,6 +17,37 @@ from click.testing import CliRunner
 from devsecrets.cli import main
 
 IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        help="also run @pytest.mark.slow tests (always on under CI=true)",
+    )
+
+
+def _run_slow(config: pytest.Config) -> bool:
+    # an explicit -m (e.g. -m slow) decides by itself
+    return IN_CI or config.getoption("--run-slow") or bool(config.getoption("markexpr"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A default local run leaves out the slow tests (seconds each) to stay fast; CI runs all."""
+    if _run_slow(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _run_slow(config):
+        return "devsecrets: running slow tests too"
+    return "devsecrets: slow tests left out (--run-slow or CI=true runs them)"
+
+
 SOPS_VARS = (
     "SOPS_AGE_KEY",
     "SOPS_AGE_KEY_FILE",
@@ -358,3 +389,48 @@ def devsecrets(
         timeout=timeout,
         check=False,
     )
+
+
+class Lines:
+    """A child's output pipe read line by line in a thread, so a test can wait for a line
+    (a readiness line, a watcher's report) while the child keeps running."""
+
+    def __init__(self, pipe) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for raw in iter(pipe.readline, b""):
+            with self._cond:
+                self.lines.append(raw.decode(errors="replace"))
+                self._cond.notify_all()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The first line containing `text`; fails if the output ends or time runs out first."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    seen = "".join(self.lines)
+                    raise AssertionError(f"no line with {text!r} ({remaining=:.1f} s):\n{seen}")
+                self._cond.wait(remaining)
+
+    def text(self, timeout: float = 60) -> str:
+        """Everything, once the pipe has closed (call after the child exited)."""
+        self._thread.join(timeout)
+        with self._cond:
+            return "".join(self.lines)

@@ -13,10 +13,10 @@ from devsecrets.compose import (
     ComposeProject,
     build_argv,
     discover_files,
+    is_detached,
     parse_version,
 )
 from devsecrets.errors import StackError
-from devsecrets.session import is_detached
 
 
 def touch(path: Path) -> Path:

@@ -139,6 +139,7 @@ def test_any_single_byte_change_gives_the_value_or_an_error(stored: User, positi
         path.write_bytes(full)
 
 
+@pytest.mark.slow
 def test_every_position_flipped_gives_the_value_or_an_error(stored: User):
     """A deterministic sweep beside the random one: each byte of the file, two ways."""
     path = stored.store / "db_password.sops.yaml"

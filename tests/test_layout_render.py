@@ -83,8 +83,8 @@ def test_layout_manages_external_and_stored_file_secrets():
     assert [r["source"] for r in api.kept_refs] == ["plain", "envsec"]  # left to compose
     assert sorted(api.placeholders) == ["envsec", "plain"]  # their mount points in our dir
     assert {s.service for s in layout.services} == {"api", "worker"}  # web has no secrets
-    assert any("plaintext file /abs/plain.txt" in w for w in layout.warnings)
-    assert any("environment secret envsec" in w for w in layout.warnings)
+    assert any("plaintext file /abs/plain.txt" in w.message for w in layout.warnings)
+    assert any("environment secret envsec" in w.message for w in layout.warnings)
 
 
 def test_missing_secrets_name_the_services_that_need_them():
@@ -102,7 +102,8 @@ def test_volume_collisions_are_warned():
         },
         {"s": {"external": True}},
     )
-    assert any("a volume at /run/secrets" in w for w in plan(read_model(m), {"s"}).warnings)
+    warnings = plan(read_model(m), {"s"}).warnings
+    assert any("a volume at /run/secrets" in w.message for w in warnings)
 
 
 def test_override_has_paths_only_and_escapes_dollars(tmp_path: Path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    Lines,
     User,
     compose_down,
     devsecrets_cmd,
@@ -54,6 +55,7 @@ class Running:
             "COMPOSE_PROJECT_NAME": self.name,
         }
         self.proc = start_foreground_up(user.project, self.env, self.name, len(services), *args)
+        self.out, self.err = Lines(self.proc.stdout), Lines(self.proc.stderr)
 
     def write_stack(self) -> None:
         self.stack = write_stack(self.user.project, self.image, self.stack["services"], self.extra)
@@ -83,16 +85,16 @@ class Running:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.proc.poll() is not None:
-                raise AssertionError(f"devsecrets up exited: {self.proc.communicate()[1].decode()}")
+                raise AssertionError(f"devsecrets up exited: {self.err.text()}")
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.1)
 
     def stop(self) -> str:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=60)
+        self.proc.wait(timeout=60)
         compose_down(self.name, self.user.project)
-        return err.decode()
+        return self.err.text()
 
 
 @pytest.fixture
@@ -170,10 +172,10 @@ def test_a_corrupt_file_keeps_the_last_good_value(alice: User, running):
     store_file = alice.store / "x.sops.yaml"
     good_text = store_file.read_bytes()
     store_file.write_bytes(good_text[: len(good_text) // 2])  # a bad merge, a truncated pull
-    time.sleep(1.0)
+    run.err.wait_for("x: integrity check failed for")  # the watcher saw it and refused it
     assert run.exec("app", "cat /run/secrets/x") == "good"
     store_file.unlink()  # gone from the store altogether
-    time.sleep(0.5)
+    run.err.wait_for("x: no secret 'x'")
     assert run.exec("app", "cat /run/secrets/x") == "good"
     assert run.proc.poll() is None
     alice.run("set", "x", input=b"fixed")
@@ -254,20 +256,17 @@ def test_watch_follows_a_detached_stack_and_leaves_it_running(
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while app_reads() != "two":
-            assert time.monotonic() < deadline and watch.poll() is None, "watch never caught up"
-            time.sleep(0.1)
-        time.sleep(0.5)  # the observer is running by now
+        lines = Lines(watch.stderr)
+        lines.wait_for("devsecrets: watching")  # caught up, and the observer runs
+        assert app_reads() == "two"
         alice.run("set", "x", input=b"three")
-        deadline = time.monotonic() + 30  # its own time: a loaded machine starts watch slowly
+        deadline = time.monotonic() + 60  # its own time: a loaded machine starts watch slowly
         while app_reads() != "three":
             assert time.monotonic() < deadline and watch.poll() is None, "watch missed a change"
             time.sleep(0.1)
         watch.send_signal(signal.SIGTERM)
-        _, err = watch.communicate(timeout=30)
-        assert watch.returncode == 0
-        assert "x changed → app" in err.decode()
+        assert watch.wait(timeout=30) == 0
+        assert "x changed → app" in lines.text()
         assert app_reads() == "three"  # the stack keeps running, its secrets stay
         down = subprocess.run(
             [*devsecrets_cmd(), "down"],

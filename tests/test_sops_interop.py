@@ -1,4 +1,4 @@
-"""The store format against the real `sops` binary, both ways (shared/SOPS-FORMAT.md)."""
+"""The store format against the real `sops` binary, both ways (ARCHITECTURE.md, "The SOPS format")."""
 
 from __future__ import annotations
 

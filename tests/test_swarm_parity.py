@@ -1,5 +1,5 @@
 """Swarm parity: the same stack deployed to a real single-node swarm and run with
-`devsecrets up`; every container must see its secrets identically (DESIGN.md decision 6)."""
+`devsecrets up`; every container must see its secrets identically (ARCHITECTURE.md, decision 6)."""
 
 from __future__ import annotations
 

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from devsecrets.errors import UsageProblem
-from devsecrets.live import Policy, parse_cli_policies, policies
-from devsecrets.stack import read_model
+from devsecrets.atomic import write_atomic
+from devsecrets.compose import Compose, ComposeProject
+from devsecrets.errors import StackError, UsageProblem
+from devsecrets.keys import Identities
+from devsecrets.layout import plan
+from devsecrets.live import LiveStack, parse_cli_policies, policies
+from devsecrets.session import Session
+from devsecrets.stack import Action, Policy, read_model
+from devsecrets.store import Store
 from devsecrets.watch import Debouncer, Watcher
 
 
@@ -57,21 +63,26 @@ def test_next_deadline():
 @pytest.mark.parametrize(
     ("text", "policy"),
     [
-        ("none", Policy("none")),
-        ("restart", Policy("restart")),
-        ("SIGHUP", Policy("signal", "SIGHUP")),
-        ("sigusr1", Policy("signal", "SIGUSR1")),
+        ("none", Policy(Action.NONE)),
+        ("restart", Policy(Action.RESTART)),
+        ("SIGHUP", Policy(Action.SIGNAL, "SIGHUP")),
+        ("sigusr1", Policy(Action.SIGNAL, "SIGUSR1")),
     ],
 )
 def test_policies(text, policy):
     assert Policy.parse(text, "x") == policy
 
 
-def test_bad_policies_are_usage_errors():
+def test_bad_policies_on_the_command_line_are_usage_errors():
     with pytest.raises(UsageProblem, match="unknown on-change policy"):
-        Policy.parse("reboot", "x")
+        parse_cli_policies(("api=reboot",))
     with pytest.raises(UsageProblem, match="SERVICE=POLICY"):
         parse_cli_policies(("api",))
+
+
+def test_a_bad_policy_in_the_stack_file_is_a_stack_error():
+    with pytest.raises(StackError, match=r"x-devsecrets.on-change.api: unknown on-change policy"):
+        read_model({"name": "p", "services": {}, "x-devsecrets": {"on-change": {"api": "reboot"}}})
 
 
 def test_the_command_line_overrides_the_stack_file():
@@ -84,29 +95,83 @@ def test_the_command_line_overrides_the_stack_file():
         }
     )
     table = policies(model.on_change, parse_cli_policies(("api=none",)))
-    assert table == {"api": Policy("none"), "nginx": Policy("signal", "SIGHUP")}
+    assert table == {"api": Policy(Action.NONE), "nginx": Policy(Action.SIGNAL, "SIGHUP")}
+
+
+def live_stack(tmp_path: Path) -> LiveStack:
+    """A LiveStack over a store and a stack file in tmp_path, with nothing running."""
+    (tmp_path / ".devsecrets").mkdir()
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "cwd").mkdir()
+    stack = tmp_path / "stack" / "docker-stack.yml"
+    stack.write_text("services: {}\n")
+    found = Compose(("docker", "compose"), (2, 30, 0), True)
+    model = read_model({"name": "p", "services": {}})
+    session = Session(
+        project=ComposeProject(found, ("-f", str(stack)), (stack,)),
+        model=model,
+        layout=plan(model, set()),
+        project_dir=tmp_path / "runtime" / "p",
+        override=tmp_path / "runtime" / "p" / "override.yml",
+        cwd=tmp_path / "cwd",
+        env={},
+        created_dir=False,
+    )
+    return LiveStack(session, Store(tmp_path / ".devsecrets"), Identities(), {}, report=print)
+
+
+@pytest.mark.parametrize(
+    ("relative", "wanted"),
+    [
+        (".devsecrets/x.sops.yaml", True),
+        (".devsecrets/recipients.yaml", True),
+        (".devsecrets/.x.sops.yaml.tmp-12-abcd", False),  # the store's temp file
+        (".devsecrets/.lock", False),
+        (".devsecrets/.hidden.sops.yaml", False),  # not a secret: Store.names() skips it
+        (".devsecrets/notes.txt", False),
+        ("stack/docker-stack.yml", True),
+        ("stack/.env", True),  # compose reads .env beside the first stack file
+        ("cwd/.env", True),  # and in the working directory
+        ("stack/other.yml", False),
+        ("stack/.docker-stack.yml.swp", False),  # an editor's swap file
+        ("elsewhere/.env", False),
+    ],
+)
+def test_live_stack_wants_the_store_and_the_stack_files_only(tmp_path, relative, wanted):
+    live = live_stack(tmp_path)
+    assert live.wanted(tmp_path / relative) is wanted
+    assert {d.resolve() for d in live.directories()} == {
+        (tmp_path / ".devsecrets").resolve(),
+        (tmp_path / "stack").resolve(),
+        (tmp_path / "cwd").resolve(),
+    }
 
 
 @pytest.mark.slow
-def test_the_real_observer_reports_an_atomic_rename(tmp_path: Path):
+def test_the_real_observer_with_live_stacks_filter(tmp_path: Path):
+    """The store's own write (temp file + rename) is one batch naming the secret's file;
+    the lock, temp files and unrelated files never reach a batch."""
+    live = live_stack(tmp_path)
     batches: list[set[Path]] = []
-    got = threading.Event()
+    got = threading.Semaphore(0)
 
     def on_batch(paths: set[Path]) -> None:
-        batches.append(paths)
-        got.set()
+        batches.append({p.resolve() for p in paths})
+        got.release()
 
-    target = tmp_path / "x.sops.yaml"
-    watcher = Watcher([tmp_path], lambda p: p.name == "x.sops.yaml", on_batch).start()
+    store = tmp_path / ".devsecrets"
+    watcher = Watcher(live.directories(), live.wanted, on_batch).start()
     try:
-        (tmp_path / ".x.tmp").write_text("new")
-        (tmp_path / ".x.tmp").rename(target)  # how the store writes
-        assert got.wait(10), "no batch within 10 s"
-        (tmp_path / "ignored.txt").write_text("x")
-        time.sleep(0.2)
+        write_atomic(store / "x.sops.yaml", b"new")  # how the store writes
+        assert got.acquire(timeout=10), "no batch within 10 s"
+        (store / ".lock").write_text("")
+        (store / "notes.txt").write_text("x")
+        (tmp_path / "stack" / "other.yml").write_text("x")
+        write_atomic(store / "recipients.yaml", b"a: b")  # a wanted change after them
+        assert got.acquire(timeout=10), "no second batch within 10 s"
     finally:
         watcher.stop()
-    assert batches == [{target}]
+    assert batches == [{(store / "x.sops.yaml").resolve()}, {(store / "recipients.yaml").resolve()}]
 
 
 @pytest.mark.slow

@@ -23,15 +23,18 @@ from typing import Any
 
 import yaml
 
+from devsecrets.atomic import TEMP_GLOB, write_atomic
 from devsecrets.errors import (
     ConcurrentChangeError,
     DecryptError,
+    EmptySecretError,
     IntegrityError,
     RecipientError,
     SecretNotFoundError,
     StoreError,
     StoreNotFoundError,
     UsageProblem,
+    reason,
 )
 from devsecrets.keys import Identities
 from devsecrets.store import age, cipher, journal, sopsfile, yamlload
@@ -43,7 +46,7 @@ STORE_DIR = ".devsecrets"
 SUFFIX = ".sops.yaml"
 RECIPIENTS_FILE = "recipients.yaml"
 LOCK_FILE = ".lock"
-# Swarm's limits (swarmkit validateSecretSpec; measured in shared/notes/DOCKER.md §3.2).
+# Swarm's limits (swarmkit validateSecretSpec; ARCHITECTURE.md, "Measured facts").
 MAX_VALUE_SIZE = 500 * 1024 - 1
 MAX_RAW_BYTES = 4 * 1024 * 1024  # far above the largest valid file; only compared, not parsed
 # Names are matched whole (re.fullmatch: `$` would let a trailing newline through).
@@ -62,7 +65,7 @@ MAX_RECIPIENTS_FILE_SIZE = MAX_RECIPIENTS * 256 + 4096  # name: key per line, co
 GITIGNORE = (
     "# devsecrets: the writers' lock, interrupted temp files, an unfinished `recipients rm`,\n"
     "# unresolved merge conflicts\n"
-    ".lock\n.*.tmp-*\n.journal\n.conflicts/\n"
+    f".lock\n{TEMP_GLOB}\n.journal\n.conflicts/\n"
 )
 
 
@@ -281,7 +284,7 @@ class Store:
 
     def _clean_temp_files(self) -> None:
         """Remove temp files a killed writer left (only files and symlinks, never followed)."""
-        for stale in self.root.glob(".*.tmp-*"):
+        for stale in self.root.glob(TEMP_GLOB):
             with contextlib.suppress(OSError):
                 if not stat.S_ISDIR(stale.lstat().st_mode):
                     stale.unlink()
@@ -333,6 +336,16 @@ class Store:
         opened = self._open(name, identities)
         leaf_type = opened.leaf.type if opened.leaf else "str"
         return Secret(name, _as_extracted(opened.plaintext, leaf_type, self._where(name)))
+
+    def read_value(self, name: str, identities: Identities) -> bytes:
+        """The value as Swarm would take it: an empty one is an EmptySecretError."""
+        value = self.read(name, identities).value
+        if not value:
+            raise EmptySecretError(
+                f"secret {name} is empty; Swarm refuses empty secrets",
+                hint=f"give it a value with `devsecrets set {name}`",
+            )
+        return value
 
     def info(self, name: str, members: Mapping[str, str] | None = None) -> SecretInfo:
         doc = self._load(name)
@@ -752,23 +765,22 @@ def _shell_quote(text: str) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{_random.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Durable and atomic: a crash or a kill leaves the old file or the new one."""
+    with _os_errors("write", path):
+        write_atomic(path, data, mode=0o644, durable=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+@contextlib.contextmanager
+def _os_errors(doing: str, path: Path) -> Iterator[None]:
+    """An OSError on a store file, as a one-line StoreError naming the file."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        yield
+    except OSError as e:
+        raise _os_error(doing, path, e) from e
+
+
+def _os_error(doing: str, path: Path, error: OSError) -> StoreError:
+    return StoreError(
+        f"cannot {doing} {path}: {reason(error)}",
+        hint="check the store's files and their permissions, or restore them from git",
+    )

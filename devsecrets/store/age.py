@@ -1,4 +1,4 @@
-"""Age recipients and data-key wrapping (shared/SOPS-FORMAT.md §1.7).
+"""Age recipients and data-key wrapping (ARCHITECTURE.md, "The SOPS format").
 
 Each recipient gets a complete, armored age file holding the 32-byte data key, as sops writes it.
 X25519 (`age1…`) and `ssh-ed25519` recipients only: sops 3.11 reads both.

@@ -1,4 +1,6 @@
-"""AES-256-GCM leaves and the MAC, exactly as sops 3.11 writes them (SOPS-FORMAT.md §1.2-1.6).
+"""AES-256-GCM leaves and the MAC, exactly as sops 3.11 writes them.
+
+ARCHITECTURE.md, "The SOPS format".
 
 Input: a 32-byte data key and plaintext bytes. Output: `ENC[AES256_GCM,...]` strings.
 Never writes crypto by hand: AES-GCM is `cryptography`'s.

@@ -1,8 +1,9 @@
 """The text of one store file: a SOPS YAML document holding exactly one secret.
 
 Input: file bytes. Output: `SopsDocument` (ciphertext and metadata, no plaintext), and back.
-No crypto here. Reading follows shared/SOPS-FORMAT.md §1.9; writing §1.10, with a fixed text
-layout (4-space indent, `enc: |` blocks, quoted lastmodified) because sops' own files look so.
+No crypto here. Reading and writing follow sops 3.11 (ARCHITECTURE.md, "The SOPS format"),
+with a fixed text layout (4-space indent, `enc: |` blocks, quoted lastmodified) because
+sops' own files look so.
 """
 
 from __future__ import annotations

@@ -1,0 +1,28 @@
+"""Publish the compose override for a layout: render it, write it, record its digests.
+
+Input: `Layout`, the project's runtime directory. Output: the override's path and one digest
+per service. When a service's digest changes, compose must recreate its containers (new
+mounts); when only files change, nothing must. Writes only in the project directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from devsecrets import materialize, runtime_dir
+from devsecrets.layout import Layout
+from devsecrets.render import render, to_yaml
+
+
+def publish_override(project_dir: Path, layout: Layout) -> tuple[Path, dict[str, str]]:
+    """Render once: write the override and record a digest of each service's part of it."""
+    rendered = render(layout, project_dir)
+    override = materialize.write_text(project_dir, materialize.OVERRIDE, to_yaml(rendered))
+    blocks = {
+        name: hashlib.sha256(json.dumps(block, sort_keys=True).encode()).hexdigest()
+        for name, block in rendered["services"].items()
+    }
+    runtime_dir.update_state(project_dir, blocks=blocks, project=layout.project)
+    return override, blocks

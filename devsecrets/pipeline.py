@@ -1,0 +1,174 @@
+"""Run a stack with its secrets: the steps in order, and nothing else.
+
+open the project (`project`) -> what it needs (`needs`, `layout`) -> the values (`store`) ->
+files on tmpfs (`materialize`) -> the override (`override`) -> compose (`compose`, `process`).
+Input: compose options, cwd, environment, store, identities. Output: `Session` and compose's
+exit code. Cleans up what it wrote when it fails; never prints (warnings go to `warn`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devsecrets import compose, materialize, runtime_dir
+from devsecrets.layout import plan
+from devsecrets.needs import missing_error
+from devsecrets.override import publish_override
+from devsecrets.process import Stopper, is_alive, run_foreground
+from devsecrets.project import open_project
+from devsecrets.runtime_dir import private_root
+from devsecrets.session import Session
+from devsecrets.tmpfs import is_memory_backed
+
+if TYPE_CHECKING:
+    from devsecrets.keys import Identities
+    from devsecrets.store import Store
+
+Warn = Callable[[str], None]
+
+
+def prepare(
+    options: compose.ComposeOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    store_factory: Callable[[], Store],
+    identities_factory: Callable[[], Identities],
+    *,
+    allow_disk: bool,
+    warn: Warn,
+    validate: bool = True,
+) -> Session:
+    """Everything before `compose up`: the secrets are on tmpfs and the override is written.
+
+    `validate` runs `compose config` on the result; `up` skips it because compose checks the
+    override itself a moment later, and reports its own error."""
+    root = private_root(env, allow_disk=allow_disk, warn=warn)
+    cache = root / runtime_dir.COMPOSE_CACHE
+    project, model = open_project(options, cwd, env, need_engine=True, cache=cache)
+    store = store_factory()
+    in_store = store.names()
+    layout = plan(model, set(in_store))
+    if layout.missing:
+        raise missing_error(layout.missing, in_store)
+    for finding in layout.warnings:
+        warn(finding.message)
+    identities = identities_factory()
+    values = {name: store.read_value(name, identities) for name in sorted(layout.store_names())}
+    if not is_memory_backed(root):
+        warn(f"--allow-disk: secrets are written to disk at {root}; `devsecrets down` removes them")
+    clean_stale(root, project.compose, env, keep=model.project)
+    project_dir = root / model.project
+    created = not project_dir.exists()
+    held = runtime_dir.hold(project_dir)
+    try:
+        previous_blocks = runtime_dir.read_state(project_dir).get("blocks", {})
+        written = materialize.materialize(project_dir, layout, values)
+        for line in materialize.owner_warnings(layout):
+            warn(line)
+        override, blocks = publish_override(project_dir, layout)
+        if validate:
+            compose.validate_override(project, override, env, cwd)
+    except BaseException:
+        if created:
+            runtime_dir.wipe(project_dir)
+        held.release()
+        raise
+    return Session(
+        project=project,
+        model=model,
+        layout=layout,
+        project_dir=project_dir,
+        override=override,
+        cwd=cwd,
+        env=env,
+        created_dir=created,
+        written=tuple(written),
+        values=values,
+        blocks=blocks,
+        previous_blocks=previous_blocks,
+        held=held,
+    )
+
+
+@contextlib.contextmanager
+def wiped_on_error(session: Session, detached: bool) -> Iterator[None]:
+    """Between `prepare` and `start_stack`: an error or a stop signal there wipes what was
+    written, unless it belongs to a detached stack that was already running."""
+    try:
+        yield
+    except BaseException:
+        if session.created_dir or not detached:
+            runtime_dir.wipe(session.project_dir)
+        raise
+
+
+def start_stack(
+    session: Session,
+    args: Sequence[str],
+    *,
+    while_running: Callable[[], Stopper | None] | None = None,
+) -> int:
+    """`compose up ARGS` with the override. A foreground run wipes the secrets when it ends."""
+    detached = compose.is_detached(args)
+    runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
+    argv = session.argv(["up", *args])
+    if detached:
+        code = compose.run(argv, session.env, session.cwd)
+        if code != 0 and session.created_dir:
+            runtime_dir.wipe(session.project_dir)
+        return code
+    try:
+        return run_foreground(argv, session.env, session.cwd, while_running)
+    finally:
+        runtime_dir.wipe(session.project_dir)
+        if session.held is not None:
+            session.held.release()
+
+
+def run_passthrough(
+    options: compose.ComposeOptions, cwd: Path, env: Mapping[str, str], args: Sequence[str]
+) -> int:
+    """A compose command that starts nothing: the override if the stack has one, no secrets
+    written (so `devsecrets compose ps` on a stopped stack leaves no plaintext behind)."""
+    project, model = open_project(options, cwd, env, need_engine=False)
+    found = runtime_dir.existing_override(env, model.project)
+    return compose.run(compose.build_argv(project, found, list(args)), env, cwd)
+
+
+def stop_stack(
+    options: compose.ComposeOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    args: Sequence[str],
+    *,
+    allow_disk: bool,
+) -> int:
+    """`compose down ARGS`, then wipe the project's secrets (only if compose succeeded)."""
+    project, model = open_project(options, cwd, env, need_engine=False)
+    project_dir = private_root(env, allow_disk=allow_disk) / model.project
+    override = project_dir / materialize.OVERRIDE
+    argv = compose.build_argv(project, override if override.exists() else None, ["down", *args])
+    code = compose.run(argv, env, cwd)
+    if code == 0:
+        runtime_dir.wipe(project_dir)
+    return code
+
+
+def clean_stale(
+    root: Path, found: compose.Compose, env: Mapping[str, str], *, keep: str
+) -> list[str]:
+    """Remove runtime dirs left by a foreground run that was killed, once no container of
+    that project exists any more. Detached stacks keep theirs until `devsecrets down`; a
+    directory that a live process holds locked (up, watch, edit) or that devsecrets did not
+    make is never touched (see runtime_dir.clean_stale)."""
+
+    def is_stale(name: str, state: dict[str, Any]) -> bool:
+        if state.get("detached") or is_alive(state.get("pid")):
+            return False
+        return not compose.has_containers(name, found, env)
+
+    return runtime_dir.clean_stale(root, keep, is_stale)
