@@ -226,10 +226,11 @@ def test_a_missing_secret_in_the_stack_is_1(alice: User, stack: dict[str, str], 
 
 
 def test_a_runtime_dir_we_cannot_write_is_1(alice: User, stack: dict[str, str], invoke):
-    root = Path(stack["DEVSECRETS_RUNTIME_DIR"])
-    root.mkdir(mode=0o700)
+    from devsecrets.runtime_dir import private_root
+
+    root = private_root(stack)  # the root devsecrets makes there, then a file in its way
     (root / "errs").write_text("not a directory")
-    one_error(invoke(alice, "render", env=stack), 1, "cannot write")
+    one_error(invoke(alice, "render", env=stack), 1, "cannot lock")
 
 
 def failing_config(exception: BaseException):
