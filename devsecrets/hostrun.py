@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devsecrets.errors import DevsecretsError, MaterializeError, UsageProblem
-from devsecrets.process import wait_forwarding
+from devsecrets.process import is_alive, wait_forwarding
 
 if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
@@ -96,20 +96,10 @@ def clean_stale(root: Path) -> list[str]:
             pid = int((directory / PID_FILE).read_text())
         except (OSError, ValueError):
             continue  # being created right now, or not ours to judge
-        if not _alive(pid):
+        if not is_alive(pid):
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run(
