@@ -21,11 +21,14 @@ def test_several_files_are_stored_together(alice: User, tmp_path: Path):
         "--from-file", f"tls_key={tmp_path}/key.pem",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert result.stderr.splitlines() == ["tls_cert: stored (4 bytes)", "tls_key: stored (4 bytes)"]
+    assert result.stderr.splitlines() == [
+        "devsecrets: tls_cert: stored (4 bytes)",
+        "devsecrets: tls_key: stored (4 bytes)",
+    ]
     assert alice.run("get", "tls_cert").stdout == b"CERT"
     assert alice.run("get", "tls_key").stdout == b"KEY\n"
     again = alice.run("set", "--from-file", f"tls_cert={tmp_path}/cert.pem")
-    assert again.stderr.splitlines() == ["tls_cert: unchanged (4 bytes)"]
+    assert again.stderr.splitlines() == ["devsecrets: tls_cert: unchanged (4 bytes)"]
 
 
 @pytest.mark.parametrize(
