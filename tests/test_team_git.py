@@ -246,3 +246,12 @@ def test_a_recipient_added_by_someone_else_merges_once_approved(tmp_path, alice:
     assert merged.returncode == 0, merged.stdout + merged.stderr
     assert dave_user.run("get", "db_password").stdout == CANARY
     assert bob.user.run("get", "db_password").exit_code == 0
+
+
+def test_git_diff_without_a_key_still_says_what_changed(tmp_path, alice: Person):
+    alice.run("set", "db_password", input=CANARY)
+    keyless = Person(alice.user.with_env({"HOME": str(tmp_path / "keyless")}), "alice")
+    diff = keyless.git("diff", "--", ".devsecrets").stdout
+    assert "secret: db_password" in diff
+    assert "+value: cannot decrypt (ciphertext " in diff
+    assert CANARY.decode() not in diff
