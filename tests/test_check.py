@@ -77,6 +77,7 @@ def test_missing_and_unused(repo: User):
     assert "did you mean 'db_password'" in by_code["missing"]["hint"]
 
 
+@pytest.mark.slow
 def test_plaintext_secret_file_tracked_by_git(repo: User):
     secrets_dir = repo.project / "secrets"
     secrets_dir.mkdir()
@@ -95,6 +96,7 @@ def test_plaintext_secret_file_tracked_by_git(repo: User):
     assert [finding["secret"]] == ["api_key"]
 
 
+@pytest.mark.slow
 def test_a_value_in_the_stacks_environment(repo: User):
     stack(repo, {"api": {"secrets": ["db_password"], "environment": {"DB_PASS": "${DB_PASS}"}}})
     _, clean, _ = run_check(repo, env={"DB_PASS": "something-else"})

@@ -67,6 +67,7 @@ def test_commands_and_options(project_with_stack: User, shell_env):
     assert bash_complete(project_with_stack, shell_env, "set", "--f") == ["--from-file"]
 
 
+@pytest.mark.slow
 def test_secret_names_without_a_key(project_with_stack: User, shell_env):
     """The names come from file names: a user without any identity gets them too."""
     env = {**shell_env, "HOME": str(project_with_stack.home / "nowhere")}
@@ -75,6 +76,7 @@ def test_secret_names_without_a_key(project_with_stack: User, shell_env):
     assert bash_complete(project_with_stack, env, "rm", "x") == []
 
 
+@pytest.mark.slow
 def test_service_names_from_the_stack_files(project_with_stack: User, shell_env):
     user = project_with_stack
     assert bash_complete(user, shell_env, "up", "") == ["api", "worker"]

@@ -71,6 +71,7 @@ def test_node(tmp_path: Path):
     assert f"/run/secrets/{MISSING}".encode() in missing.stderr
 
 
+@pytest.mark.slow
 def test_java(tmp_path: Path):
     java = tool("java")
     env = secret_env(tmp_path)
