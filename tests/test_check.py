@@ -13,7 +13,8 @@ import yaml
 from conftest import DOCKER_CONFIG, User, devsecrets, write_stack
 
 CANARY = b"canary-check-7e21a9"
-pytestmark = pytest.mark.docker  # the stack is read by `docker compose config`
+# the stack is read by `docker compose config`; every test builds a git repo (seconds each)
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def git(project: Path, *args: str) -> None:
@@ -77,7 +78,6 @@ def test_missing_and_unused(repo: User):
     assert "did you mean 'db_password'" in by_code["missing"]["hint"]
 
 
-@pytest.mark.slow
 def test_plaintext_secret_file_tracked_by_git(repo: User):
     secrets_dir = repo.project / "secrets"
     secrets_dir.mkdir()
@@ -96,7 +96,6 @@ def test_plaintext_secret_file_tracked_by_git(repo: User):
     assert [finding["secret"]] == ["api_key"]
 
 
-@pytest.mark.slow
 def test_a_value_in_the_stacks_environment(repo: User):
     stack(repo, {"api": {"secrets": ["db_password"], "environment": {"DB_PASS": "${DB_PASS}"}}})
     _, clean, _ = run_check(repo, env={"DB_PASS": "something-else"})

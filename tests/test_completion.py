@@ -61,6 +61,7 @@ def project_with_stack(alice: User) -> User:
     return alice
 
 
+@pytest.mark.slow
 def test_commands_and_options(project_with_stack: User, shell_env):
     commands = bash_complete(project_with_stack, shell_env, "")
     assert {"up", "down", "get", "set", "completion", "recipients"} <= set(commands)
@@ -94,6 +95,7 @@ def test_no_store_and_no_stack_offer_nothing(alice: User, tmp_path: Path):
     assert service_names(empty, {}, (), None) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", ["zsh", "fish"])
 def test_zsh_and_fish_scripts_and_protocol(project_with_stack: User, shell_env, shell):
     """Through click's protocol (the shells themselves may not be installed here)."""

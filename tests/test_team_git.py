@@ -8,6 +8,8 @@ from gitteam import Person, person, remote
 
 from devsecrets.keys import create_key_file
 
+pytestmark = pytest.mark.slow  # real git repos, merges and drivers: seconds each
+
 CANARY = b"canary-merge-31c7-do-not-leak"
 
 
@@ -188,7 +190,6 @@ def test_without_a_key_the_driver_leaves_ours_and_says_why(tmp_path, alice: Pers
     assert_valid_files(alice)
 
 
-@pytest.mark.slow
 def test_git_diff_shows_names_hashes_and_recipients_never_values(tmp_path, alice: Person):
     alice.run("set", "db_password", input=CANARY)
     diff = alice.git("diff", "--", ".devsecrets").stdout
