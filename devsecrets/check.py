@@ -71,6 +71,7 @@ def check(inputs: Inputs) -> Report:
         _needs(stack, store.names(), report)
     if store is not None:
         _stale(store, report)
+        _conflicts(store, report)
     _plaintext(inputs, stack, values, store, report)
     if inputs.engine:
         _engine(inputs, report)
@@ -130,6 +131,19 @@ def _stale(store: Any, report: Report) -> None:
                 "run `devsecrets rekey` (a recipient of every file must run it)",
                 secret=name,
             )
+
+
+def _conflicts(store: Any, report: Report) -> None:
+    from devsecrets.gitdriver import conflicts
+
+    for name in conflicts(store):
+        report.add(
+            "merge-conflict",
+            f"secret {name}: a git merge left a conflict (ours is in the store, theirs in "
+            f"{store.root.name}/.conflicts/)",
+            f"run `devsecrets resolve {name} --ours|--theirs|--edit`, then `git add`",
+            secret=name,
+        )
 
 
 # -- the stack ----------------------------------------------------------------------------------

@@ -1050,8 +1050,9 @@ def check_cmd(app: App, /, as_json: bool, no_engine: bool, **kwargs: Any) -> int
     plaintext secret files tracked by git; a store value that also appears in plain text in
     the stack's environment:, in .env or in any file git tracks (compared by keyed hash,
     never shown; values under 4 bytes are not searched); store files you cannot decrypt;
-    files whose keys do not match recipients.yaml; no identity; no Docker engine, compose
-    or tmpfs. Also says how `up` would run the stack.
+    files whose keys do not match recipients.yaml; merge conflicts the git merge driver left
+    (`devsecrets resolve`); no identity; no Docker engine, compose or tmpfs. Also says how
+    `up` would run the stack.
 
     \b
     Examples:

@@ -125,7 +125,7 @@ def merge(
     if target.name == RECIPIENTS_FILE:
         return _merge_recipients(base, ours, theirs)
     if not target.name.endswith(SUFFIX):
-        return Merged(False, f"devsecrets: {path} is not a store file; not merged")
+        return Merged(False, f"{path} is not a store file; not merged")
     name = target.name[: -len(SUFFIX)]
     approvals = Approvals(store_root, env, lambda: identities.public)
     return _merge_secret(name, base, ours, theirs, store_root, identities, approvals)
@@ -147,7 +147,7 @@ def _merge_secret(
 
     def conflict(why: str) -> Merged:
         _save_conflict(store_root, name, texts["theirs"])
-        return Merged(False, f"devsecrets: {name}: {why}; {keep}; then {resolve}")
+        return Merged(False, f"{name}: {why}; {keep}; then {resolve}")
 
     try:
         docs = {s: parse(t, f"{name} ({s})") if t.strip() else None for s, t in texts.items()}
@@ -228,7 +228,7 @@ def _merge_recipients(base: Path, ours: Path, theirs: Path) -> Merged:
     try:
         o, a, b = (_load_members(p) for p in (base, ours, theirs))
     except StoreError as e:
-        return Merged(False, f"devsecrets: {RECIPIENTS_FILE}: not merged ({e.message})")
+        return Merged(False, f"{RECIPIENTS_FILE}: not merged ({e.message})")
     merged: dict[str, str] = {}
     clashes = []
     for name in [*a, *(n for n in b if n not in a)]:
@@ -243,7 +243,7 @@ def _merge_recipients(base: Path, ours: Path, theirs: Path) -> Merged:
     if clashes:
         return Merged(
             False,
-            f"devsecrets: {RECIPIENTS_FILE}: both branches changed {', '.join(clashes)}; "
+            f"{RECIPIENTS_FILE}: both branches changed {', '.join(clashes)}; "
             "kept ours for them; fix the file by hand, then `git add` it",
         )
     return Merged(True, "")

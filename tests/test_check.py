@@ -172,6 +172,18 @@ def test_stale_recipients_alone(repo: User, bob: User):
     assert codes(report) == ["stale-recipients"]
 
 
+def test_a_merge_conflict_left_by_the_git_driver(repo: User):
+    conflicts = repo.store / ".conflicts"
+    conflicts.mkdir()
+    (conflicts / "db_password.sops.yaml").write_bytes(
+        (repo.store / "db_password.sops.yaml").read_bytes()
+    )
+    code, report, _ = run_check(repo)
+    assert code == 1
+    assert codes(report) == ["merge-conflict"]
+    assert "devsecrets resolve db_password --ours|--theirs|--edit" in report["findings"][0]["hint"]
+
+
 def test_no_identity_and_no_store(repo: User, tmp_path: Path):
     code, report, _ = run_check(
         repo, env={"HOME": str(tmp_path / "nobody"), "DOCKER_CONFIG": DOCKER_CONFIG}

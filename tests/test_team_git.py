@@ -103,7 +103,8 @@ def test_two_different_values_conflict_leave_a_valid_file_and_resolve(alice: Per
     on_main(alice, (("set", "db_password"), b"right"))
     merged = alice.git("merge", "--no-edit", "left", check=False)
     assert merged.returncode != 0
-    assert "both branches changed the value" in merged.stdout + merged.stderr
+    assert "devsecrets: db_password: both branches changed the value" in merged.stderr
+    assert "devsecrets: devsecrets:" not in merged.stderr
     assert "devsecrets resolve db_password --ours|--theirs|--edit" in merged.stdout + merged.stderr
     assert alice.run("get", "db_password").stdout == b"right"  # ours, a valid file
     assert_valid_files(alice)
