@@ -16,9 +16,15 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devsecrets.errors import DevsecretsError, NoIdentityError
+
+if TYPE_CHECKING:
+    from devsecrets.compose import ComposeOptions
+    from devsecrets.keys import Identities
+    from devsecrets.stack import StackModel
+    from devsecrets.store import Store
 
 MIN_VALUE = 4  # shorter values match by chance everywhere; they are not searched for
 MAX_FILE = 1024 * 1024  # tracked files larger than this are not searched
@@ -55,9 +61,9 @@ class Inputs:
 
     cwd: Path
     env: Mapping[str, str]
-    options: Any  # compose.ComposeOptions
-    store: Callable[[], Any]
-    identities: Callable[[], Any]
+    options: ComposeOptions
+    store: Callable[[], Store]
+    identities: Callable[[], Identities]
     engine: bool = True  # also check the Docker engine and the tmpfs
 
 
@@ -81,7 +87,7 @@ def check(inputs: Inputs) -> Report:
 # -- the store and the identity ---------------------------------------------------------------
 
 
-def _store(inputs: Inputs, report: Report) -> Any:
+def _store(inputs: Inputs, report: Report) -> Store | None:
     try:
         store = inputs.store()
     except DevsecretsError as e:
@@ -91,7 +97,7 @@ def _store(inputs: Inputs, report: Report) -> Any:
     return store
 
 
-def _identities(inputs: Inputs, report: Report) -> Any:
+def _identities(inputs: Inputs, report: Report) -> Identities | None:
     identities = inputs.identities()
     try:
         identities.require()
@@ -102,7 +108,7 @@ def _identities(inputs: Inputs, report: Report) -> Any:
     return identities
 
 
-def _values(store: Any, identities: Any, report: Report) -> dict[str, bytes]:
+def _values(store: Store, identities: Identities | None, report: Report) -> dict[str, bytes]:
     """Every value this user can open; the others are findings."""
     values: dict[str, bytes] = {}
     if identities is None:
@@ -117,7 +123,7 @@ def _values(store: Any, identities: Any, report: Report) -> dict[str, bytes]:
     return values
 
 
-def _stale(store: Any, report: Report) -> None:
+def _stale(store: Store, report: Report) -> None:
     for name in store.names():
         try:
             info = store.info(name)
@@ -151,7 +157,7 @@ def _conflicts(store: Any, report: Report) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Stack:
-    model: Any  # stack.StackModel
+    model: StackModel
     raw: dict[str, Any]
     project_dir: Path
 
@@ -255,7 +261,11 @@ def _candidates(line: bytes) -> set[bytes]:
 
 
 def _plaintext(
-    inputs: Inputs, stack: _Stack | None, values: Mapping[str, bytes], store: Any, report: Report
+    inputs: Inputs,
+    stack: _Stack | None,
+    values: Mapping[str, bytes],
+    store: Store | None,
+    report: Report,
 ) -> None:
     project_dir = stack.project_dir if stack else inputs.cwd
     root = tracked_root(project_dir)

@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
     from devsecrets.compose import ComposeOptions
+    from devsecrets.deploy import Confirm, Plan
     from devsecrets.keys import Identities
     from devsecrets.live import LiveStack
     from devsecrets.session import Session
     from devsecrets.stack import Policy
     from devsecrets.store import Progress, Store
-    from devsecrets.store.trust import Approvals
+    from devsecrets.store.trust import Approvals, Review
+    from devsecrets.swarm import Target
 
 ALPHABETS = {
     "alnum": string.ascii_letters + string.digits,
@@ -962,8 +964,8 @@ def deploy(
     _say(f"stack {options.stack}: {len(done.plan.wanted)} secret(s) from the store")
 
 
-def _confirm_deploy(yes: bool) -> Any:
-    def confirm(target: Any, plan: Any) -> bool:
+def _confirm_deploy(yes: bool) -> Confirm:
+    def confirm(target: Target, plan: Plan) -> bool:
         from devsecrets.errors import UsageProblem
 
         _say(f"changing the swarm at {target.describe()}")
@@ -980,7 +982,7 @@ def _confirm_deploy(yes: bool) -> Any:
     return confirm
 
 
-def _plan_lines(plan: Any, prune_only: bool) -> list[str]:
+def _plan_lines(plan: Plan, prune_only: bool) -> list[str]:
     """create / reuse / prune / keep / left: names and hashes, never values."""
     lines = [f"create  {w.name}  ({w.key}, hmac-sha256 {w.digest})" for w in plan.create]
     lines += [f"reuse   {w.name}  ({w.key}, hmac-sha256 {w.digest})" for w in plan.reuse]
@@ -1197,7 +1199,7 @@ def _warn(line: str) -> None:
     _say(f"warning: {line}")
 
 
-def _note(review: Any) -> None:
+def _note(review: Review | None) -> None:
     """Report recipients removed since this user last wrote (they need no approval)."""
     for change in review.removed if review is not None else ():
         _say(f"note: no longer a recipient: {change.describe()}")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -28,6 +28,10 @@ from devsecrets import compose, swarm
 from devsecrets.errors import StackError, UsageProblem
 from devsecrets.stack import SourceKind, StackModel, read_model
 from devsecrets.swarm import DeployError, ServiceState, SwarmSecret
+
+if TYPE_CHECKING:
+    from devsecrets.keys import Identities
+    from devsecrets.store import Store
 
 # The store entry holding the hash key (32 random bytes, encrypted like every value), so the
 # hashes on the cluster can only be recomputed by the store's recipients (ARCHITECTURE.md).
@@ -308,8 +312,8 @@ def deploy(
     options: DeployOptions,
     cwd: Path,
     env: Mapping[str, str],
-    store_factory: Callable[[], Any],
-    identities_factory: Callable[[], Any],
+    store_factory: Callable[[], Store],
+    identities_factory: Callable[[], Identities],
     *,
     confirm: Confirm,
     warn: Callable[[str], None],
@@ -429,7 +433,7 @@ def _first_file(files: Sequence[str], cwd: Path) -> Mapping[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def _deploy_key(store: Any, identities: Any, names: Collection[str]) -> tuple[bytes, bool]:
+def _deploy_key(store: Store, identities: Identities, names: Collection[str]) -> tuple[bytes, bool]:
     """The store's hash key, or a fresh one to be stored once the user confirmed."""
     if DEPLOY_KEY in names:
         key: bytes = store.read(DEPLOY_KEY, identities).value

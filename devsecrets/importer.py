@@ -17,10 +17,15 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from devsecrets.errors import DevsecretsError, StackError, UsageProblem
 from devsecrets.store import MAX_VALUE_SIZE, validate_name
+
+if TYPE_CHECKING:
+    from devsecrets.compose import ComposeOptions
+    from devsecrets.keys import Identities
+    from devsecrets.store import Store
 
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
 
@@ -44,7 +49,9 @@ class Imported:
     changed: bool
 
 
-def stack_files(options: Any, cwd: Path, env: Mapping[str, str]) -> tuple[Path, list[Source]]:
+def stack_files(
+    options: ComposeOptions, cwd: Path, env: Mapping[str, str]
+) -> tuple[Path, list[Source]]:
     """The stack's `file:` secrets: (project directory, sources). StackError if no stack."""
     from devsecrets.project import open_project
     from devsecrets.stack import SourceKind
@@ -140,7 +147,9 @@ def sops_sources(path: Path, env: Mapping[str, str]) -> list[Source]:
     return sources
 
 
-def import_sources(store: Any, identities: Any, sources: Sequence[Source]) -> list[Imported]:
+def import_sources(
+    store: Store, identities: Identities, sources: Sequence[Source]
+) -> list[Imported]:
     names = [s.name for s in sources]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
