@@ -301,8 +301,10 @@ def set_(
       pass show shop/db | devsecrets set db_password   # stdin from another command
       devsecrets set --from-file tls_cert=cert.pem --from-file tls_key=key.pem  # together
     """
+    from devsecrets.process import no_core_dumps
     from devsecrets.store import validate_name
 
+    no_core_dumps()
     if from_files and generate:
         raise click.UsageError("use either --from-file or --generate, not both")
     store = app.store()
@@ -365,6 +367,9 @@ def _read_file(path: str, given: str) -> bytes:
 @pass_app
 def get(app: App, name: str) -> None:
     """Print a secret's raw bytes to stdout."""
+    from devsecrets.process import no_core_dumps
+
+    no_core_dumps()
     secret = app.store().read(name, app.identities())
     sys.stdout.buffer.write(secret.value)
     sys.stdout.buffer.flush()
@@ -445,6 +450,7 @@ def edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
 
 def _edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
     from devsecrets.edit import edit_secret, editor_command
+    from devsecrets.errors import ConcurrentChangeError
     from devsecrets.runtime_dir import private_root
     from devsecrets.tmpfs import is_memory_backed
 
@@ -453,16 +459,25 @@ def _edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
         _warn(f"--allow-disk: the plaintext copy goes to disk in {scratch}")
     store = app.store()
     _note(store.check_recipients())  # before the editor opens, so no edit is lost
-    changed = edit_secret(
-        store,
-        name,
-        app.identities(),
-        editor_command(app.env),
-        scratch,
-        confirm_empty=lambda: click.confirm(f"{name} is now empty; store an empty value?"),
-        strip_newline=lambda: _strip_newline(name),
-        force=force,
-    )
+    while True:
+        try:
+            changed = edit_secret(
+                store,
+                name,
+                app.identities(),
+                editor_command(app.env),
+                scratch,
+                confirm_empty=lambda: click.confirm(f"{name} is now empty; store an empty value?"),
+                strip_newline=lambda: _strip_newline(name),
+                force=force,
+            )
+            break
+        except ConcurrentChangeError as e:  # on a terminal: offer to start over on the new value
+            if not sys.stdin.isatty():
+                raise
+            _say(f"devsecrets: {e.message}")
+            if not click.confirm("reopen the editor on the new value?", default=True, err=True):
+                raise
     _say(f"{name}: {'stored' if changed else 'unchanged, nothing written'}")
 
 
@@ -858,6 +873,8 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
 
     devsecrets' own flags (-f, -p, …) go before the compose command:
     devsecrets compose -f stack.yml logs -f api
+
+    `compose up` in the foreground wipes the secrets when compose exits, like `up --no-watch`.
     """
     from devsecrets import compose
     from devsecrets.pipeline import run_passthrough, start_stack

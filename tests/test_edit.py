@@ -237,3 +237,38 @@ def test_python_dash_m_help_runs():
     )
     assert result.returncode == 0
     assert b"Usage: devsecrets" in result.stdout
+
+
+def test_on_a_terminal_a_concurrent_change_offers_to_reopen_on_the_new_value(
+    alice: User, tmp_path: Path
+):
+    import pty
+
+    file = alice.store / "x.sops.yaml"
+    alice.run("set", "x", input=b"theirs")
+    theirs = tmp_path / "theirs.sops.yaml"
+    theirs.write_bytes(file.read_bytes())
+    alice.run("set", "x", input=b"original")
+    seen = tmp_path / "seen"
+    # first run: a `set` lands meanwhile; second run: sees their value, and builds on it
+    script = (
+        f'if [ ! -e {seen} ]; then cp "$1" {seen}; printf mine > "$1"; cp {theirs} {file}; '
+        f'else cat "$1" >> {seen}; printf merged > "$1"; fi'
+    )
+    env = {**alice.subprocess_env(), **editor(tmp_path, script)}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*devsecrets_cmd(), "--store", str(alice.store), "edit", "x"],
+        env=env,
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    os.write(master, b"y\n")
+    _, err = proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0, err.decode()
+    assert "changed in the store while you were editing" in err.decode()
+    assert seen.read_bytes() == b"originaltheirs"
+    assert alice.run("get", "x").stdout == b"merged"
