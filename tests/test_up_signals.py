@@ -4,6 +4,7 @@ another terminal survives their cleanup."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -161,3 +162,38 @@ def test_an_open_edit_survives_the_cleanup_of_render_in_another_terminal(
     assert editing.returncode == 0, err.decode()
     assert alice.run("get", "other").stdout == b"edited"
     assert devsecrets(["down"], cwd=alice.project, env=env).returncode == 0
+
+
+def test_render_and_down_in_a_users_runtime_dir_touch_nothing_of_theirs(
+    alice: User, docker_engine: str, tmp_path: Path
+):
+    """DEVSECRETS_RUNTIME_DIR pointed at a directory that already holds things (an
+    $XDG_RUNTIME_DIR, a home folder): render, up and down work in a subdirectory of their own
+    and neither delete nor chmod anything else."""
+    given = Path("/dev/shm") / f"devsecrets-home-{project_name()}"
+    given.mkdir(mode=0o755)
+    try:
+        for sub in ("gnupg", "systemd", ".ssh", "Documents"):
+            (given / sub).mkdir()
+            (given / sub / "keep").write_text(sub)
+        name = project_name()
+        write_stack(alice.project, docker_engine, {"api": {"secrets": ["db_password"]}})
+        alice.run("set", "db_password", input=CANARY)
+        env = {
+            **alice.subprocess_env(),
+            "DEVSECRETS_RUNTIME_DIR": str(given),
+            "COMPOSE_PROJECT_NAME": name,
+        }
+        try:
+            rendered = devsecrets(["render"], cwd=alice.project, env=env)
+            assert rendered.returncode == 0, rendered.stderr.decode()
+            assert rendered.stdout.decode().startswith(str(given / "devsecrets" / name))
+            assert devsecrets(["down"], cwd=alice.project, env=env).returncode == 0
+        finally:
+            compose_down(name, alice.project)
+        for sub in ("gnupg", "systemd", ".ssh", "Documents"):
+            assert (given / sub / "keep").read_text() == sub
+        assert oct(given.stat().st_mode)[-3:] == "755"
+        assert leftovers(given) == []
+    finally:
+        shutil.rmtree(given)
