@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -91,11 +90,11 @@ def _edited_copy(private_dir: Path, name: str, content: bytes, editor: list[str]
         except OSError as e:
             raise EditError(f"cannot write the copy in {directory}: {e.strerror}") from e
         try:
-            result = subprocess.run([*editor, str(directory / name)], check=False)  # noqa: S603
+            returncode = process.run_editor([*editor, str(directory / name)])
         except OSError as e:
             raise EditError(f"could not start editor {editor[0]!r}: {e.strerror}") from e
-        if result.returncode != 0:
-            raise EditError(f"editor exited with code {result.returncode}; nothing stored")
+        if returncode != 0:
+            raise EditError(f"editor exited with code {returncode}; nothing stored")
         try:
             fd = os.open(name, runtime_dir.READ_FILE, dir_fd=dir_fd)
         except OSError as e:

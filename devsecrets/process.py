@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -70,6 +71,49 @@ def plaintext_guard() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def run_editor(argv: Sequence[str]) -> int:
+    """Run the user's editor in the foreground and return its exit code.
+
+    A stop signal that lands while the child is being started must not leave it running
+    without us (it would outlive the copy it edits and hold our stderr open): the signals are
+    blocked around the spawn, so when one is delivered we know the pid and stop the child on
+    the way out. The child starts with an empty signal mask and default SIGPIPE."""
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        pid = os.posix_spawnp(
+            argv[0],
+            list(argv),
+            os.environ,
+            setsigmask=(),
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # a pending signal fires here
+    reaped = False
+    try:
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+        return os.waitstatus_to_exitcode(status)
+    finally:
+        if not reaped:
+            _stop_child(pid)
+
+
+def _stop_child(pid: int) -> None:
+    """TERM, a short grace, then KILL; always reaped."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(20):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 Stopper = Callable[[], None]

@@ -118,6 +118,42 @@ def test_a_stop_signal_while_editing_removes_the_copy(alice: User, tmp_path: Pat
     assert alice.run("get", "x").stdout == CANARY
 
 
+def test_the_editor_starts_with_no_blocked_signals_and_is_stopped_with_us(
+    alice: User, tmp_path: Path
+):
+    """devsecrets blocks stop signals while it starts the editor (so one landing mid-spawn
+    cannot orphan it); the editor itself must start with none blocked, and a stop signal to
+    devsecrets must not leave it running."""
+    alice.run("set", "x", input=CANARY)
+    state = tmp_path / "editor.state"
+    # Not a shell script: sh resets its signal mask when it starts, which would hide a leak.
+    script = tmp_path / "editor.py"
+    script.write_text(
+        "import os, re, time\n"
+        "status = open('/proc/self/status').read()\n"
+        "lines = [l for l in status.splitlines() if re.match('Sig(Blk|Ign):', l)]\n"
+        f"open({str(state)!r}, 'w').write('\\n'.join([*lines, str(os.getpid())]) + '\\n')\n"
+        "time.sleep(30)\n"
+    )
+    env = {**alice.subprocess_env(), "EDITOR": f"{sys.executable} {script}"}
+    proc = subprocess.Popen(
+        [*devsecrets_cmd(), "--store", str(alice.store), "edit", "x"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not (state.exists() and len(state.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline, "editor never started"
+        time.sleep(0.05)
+    blocked, _ignored, pid = state.read_text().splitlines()[:3]
+    assert int(blocked.split()[1], 16) == 0, blocked
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err.decode()
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
 def test_a_crash_while_editing_leaves_no_core_file(alice: User, tmp_path: Path):
     """SIGSEGV cannot be caught and cleaned up after; the value must not reach a core file."""
     alice.run("set", "x", input=CANARY)
