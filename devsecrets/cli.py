@@ -729,6 +729,12 @@ def _prepare(app: App, kwargs: Mapping[str, Any], *, validate: bool = True) -> S
     )
 
 
+def no_mask_option(command: F) -> F:
+    return click.option(
+        "--no-mask", is_flag=True, help="Show compose's output as is (no **** for values)."
+    )(command)
+
+
 def on_change_option(command: F) -> F:
     return click.option(
         "--on-change",
@@ -750,6 +756,7 @@ def _live(app: App, session: Session, on_change: Mapping[str, Policy]) -> LiveSt
 @compose_options
 @on_change_option
 @click.option("--no-watch", is_flag=True, help="Do not follow store and stack changes.")
+@no_mask_option
 @click.argument("compose_args", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_service)
 @pass_app
 def up(
@@ -758,6 +765,7 @@ def up(
     compose_args: tuple[str, ...],
     on_change: tuple[str, ...],
     no_watch: bool,
+    no_mask: bool,
     **kwargs: Any,
 ) -> int:
     """docker compose up, with every secret mounted as Swarm would mount it.
@@ -771,6 +779,9 @@ def up(
     the running containers at once: each file is replaced atomically. Per service, a change
     can also restart it or send it a signal: --on-change, or in the stack file
     `x-devsecrets: {on-change: {nginx: SIGHUP, worker: restart}}`.
+
+    In the foreground, any current secret value in compose's output is shown as ****
+    (values under 4 bytes are not masked; --no-mask shows compose's output unchanged).
 
     \b
     Examples:
@@ -793,7 +804,9 @@ def up(
                 _say("detached; run `devsecrets watch` to follow store changes")
             watching = None if detached or no_watch else _live(app, session, policies)
             hook = (lambda: start_watching(watching)) if watching else None
-        return start_stack(session, compose_args, while_running=hook)
+            live_values = watching.values if watching else {}
+            masker = None if no_mask else _masker(lambda: {**session.values, **live_values})
+        return start_stack(session, compose_args, while_running=hook, masker=masker)
 
 
 @cli.command()
@@ -860,6 +873,7 @@ def render(app: App, /, to_stdout: bool, **kwargs: Any) -> None:
 
 @cli.command("compose", context_settings={**PASSTHROUGH, "allow_interspersed_args": False})
 @compose_options
+@no_mask_option
 @click.argument(
     "compose_args",
     nargs=-1,
@@ -868,11 +882,12 @@ def render(app: App, /, to_stdout: bool, **kwargs: Any) -> None:
     shell_complete=complete_compose_args,
 )
 @pass_app
-def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
+def compose_cmd(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwargs: Any) -> int:
     """Any other docker compose command with the override applied (ps, logs, exec, restart…).
 
-    devsecrets' own flags (-f, -p, …) go before the compose command:
-    devsecrets compose -f stack.yml logs -f api
+    devsecrets' own flags (-f, -p, --no-mask, …) go before the compose command:
+    devsecrets compose -f stack.yml logs -f api. In `logs` and `up`, any secret value you
+    can decrypt is shown as **** (values under 4 bytes are not masked).
 
     `compose up` in the foreground wipes the secrets when compose exits, like `up --no-watch`.
     """
@@ -883,12 +898,39 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> in
     if compose_args[0] == "up":  # like `devsecrets up --no-watch`: wiped when it ends
         with plaintext_guard():
             session = _prepare(app, kwargs, validate=False)
-            return start_stack(session, compose_args[1:])
+            masker = None if no_mask else _masker(lambda: session.values)
+            return start_stack(session, compose_args[1:], masker=masker)
     if compose_args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first
         with plaintext_guard():
             session = _prepare(app, kwargs)
         return compose.run(session.argv(compose_args), app.env, app.cwd)
-    return run_passthrough(_options(kwargs), app.cwd, app.env, compose_args)
+    masker = None
+    if compose_args[0] == "logs" and not no_mask:
+        values = _readable_values(app)
+        masker = _masker(lambda: values)
+    return run_passthrough(_options(kwargs), app.cwd, app.env, compose_args, masker)
+
+
+def _masker(values: Callable[[], Mapping[str, bytes]]) -> Any:
+    from devsecrets.mask import Masker
+
+    return Masker(values)
+
+
+def _readable_values(app: App) -> dict[str, bytes]:
+    """Every value this user can decrypt, for masking; unreadable ones are skipped."""
+    values: dict[str, bytes] = {}
+    try:
+        store = app.store()
+        names = store.names()
+    except DevsecretsError:
+        return values
+    for name in names:
+        try:
+            values[name] = store.read(name, app.identities()).value
+        except DevsecretsError:
+            continue
+    return values
 
 
 @cli.command(context_settings=PASSTHROUGH)

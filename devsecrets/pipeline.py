@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devsecrets import compose, materialize, runtime_dir
+from devsecrets import compose, mask, materialize, runtime_dir
 from devsecrets.layout import plan
+from devsecrets.mask import Masker
 from devsecrets.needs import missing_error
 from devsecrets.override import publish_override
 from devsecrets.process import Stopper, is_alive, run_foreground
@@ -111,8 +112,10 @@ def start_stack(
     args: Sequence[str],
     *,
     while_running: Callable[[], Stopper | None] | None = None,
+    masker: Masker | None = None,
 ) -> int:
-    """`compose up ARGS` with the override. A foreground run wipes the secrets when it ends."""
+    """`compose up ARGS` with the override. A foreground run wipes the secrets when it ends.
+    With a `masker`, compose's output passes through it (values shown as ****)."""
     detached = compose.is_detached(args)
     runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
     argv = session.argv(["up", *args])
@@ -122,6 +125,8 @@ def start_stack(
             runtime_dir.wipe(session.project_dir)
         return code
     try:
+        if masker is not None:
+            return mask.run_foreground(argv, session.env, session.cwd, masker, while_running)
         return run_foreground(argv, session.env, session.cwd, while_running)
     finally:
         runtime_dir.wipe(session.project_dir)
@@ -130,13 +135,20 @@ def start_stack(
 
 
 def run_passthrough(
-    options: compose.ComposeOptions, cwd: Path, env: Mapping[str, str], args: Sequence[str]
+    options: compose.ComposeOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    args: Sequence[str],
+    masker: Masker | None = None,
 ) -> int:
     """A compose command that starts nothing: the override if the stack has one, no secrets
     written (so `devsecrets compose ps` on a stopped stack leaves no plaintext behind)."""
     project, model = open_project(options, cwd, env, need_engine=False)
     found = runtime_dir.existing_override(env, model.project)
-    return compose.run(compose.build_argv(project, found, list(args)), env, cwd)
+    argv = compose.build_argv(project, found, list(args))
+    if masker is not None:
+        return mask.run(argv, env, cwd, masker)
+    return compose.run(argv, env, cwd)
 
 
 def stop_stack(

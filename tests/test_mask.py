@@ -1,0 +1,75 @@
+"""Masking: a secret value in compose's output is shown as ****, in `up` and `compose logs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import User, compose_down, devsecrets, project_name, write_stack
+
+from devsecrets.mask import Masker
+
+CANARY = b"canary-mask-c0ffee"
+
+
+def test_masker_hides_current_values_and_not_short_ones():
+    values = {
+        "db_password": CANARY + b"\n",
+        "pin": b"123",
+        "key": b"-----BEGIN-----\nAAAABBBBCCCC\n",
+    }
+    masker = Masker(lambda: values)
+    line = b"api-1 | connecting with " + CANARY + b" and pin 123 AAAABBBBCCCC\n"
+    assert masker.mask(line) == b"api-1 | connecting with **** and pin 123 ****\n"
+    values["db_password"] = b"rotated-value-42"  # a value changed while running
+    assert masker.mask(b"x rotated-value-42 " + CANARY) == b"x **** " + CANARY
+
+
+@pytest.fixture
+def echo_stack(alice: User, docker_engine: str, runtime_dir: Path):
+    """A service that prints its secret to its log (what a careless app does)."""
+    alice.run("set", "db_password", input=CANARY)
+    write_stack(
+        alice.project,
+        docker_engine,
+        {
+            "api": {
+                "secrets": ["db_password"],
+                "command": ["sh", "-c", "echo password=$(cat /run/secrets/db_password)"],
+            }
+        },
+    )
+    name = project_name()
+    env = {
+        **alice.subprocess_env(),
+        "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
+        "COMPOSE_PROJECT_NAME": name,
+    }
+    yield env
+    compose_down(name, alice.project)
+
+
+@pytest.mark.docker
+def test_up_masks_compose_output(alice: User, echo_stack):
+    masked = devsecrets(["up", "--no-watch"], cwd=alice.project, env=echo_stack)
+    assert masked.returncode == 0, masked.stderr.decode()
+    assert b"password=****" in masked.stdout
+    assert CANARY not in masked.stdout + masked.stderr
+    shown = devsecrets(["up", "--no-watch", "--no-mask"], cwd=alice.project, env=echo_stack)
+    assert shown.returncode == 0
+    assert b"password=" + CANARY in shown.stdout  # the switch really turns it off
+
+
+@pytest.mark.docker
+def test_compose_logs_masks(alice: User, echo_stack):
+    started = devsecrets(["up", "-d"], cwd=alice.project, env=echo_stack)
+    assert started.returncode == 0, started.stderr.decode()
+    try:
+        logs = devsecrets(["compose", "logs", "api"], cwd=alice.project, env=echo_stack)
+        assert logs.returncode == 0, logs.stderr.decode()
+        assert b"password=****" in logs.stdout
+        assert CANARY not in logs.stdout + logs.stderr
+        raw = devsecrets(["compose", "--no-mask", "logs", "api"], cwd=alice.project, env=echo_stack)
+        assert b"password=" + CANARY in raw.stdout
+    finally:
+        devsecrets(["down", "-t", "0"], cwd=alice.project, env=echo_stack)
