@@ -157,3 +157,23 @@ def test_user_env_points_at_the_invoking_users_docker_config(tmp_path: Path):
     expected = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
     assert user.env["HOME"] != str(Path.home())
     assert user.env["DOCKER_CONFIG"] == expected
+
+
+def test_troubleshooting_quotes_real_messages():
+    """Each error quoted in the README's troubleshooting table is one devsecrets (or its
+    tests) can print: a plain fragment of it is in the source."""
+    text = (ROOT / "README.md").read_text()
+    table = re.search(r"## Troubleshooting\n\n(.*?)\n\n", text, re.S).group(1)
+    haystack = "".join(
+        p.read_text()
+        for p in [*(ROOT / "devsecrets").rglob("*.py"), ROOT / "tests" / "conftest.py"]
+    )
+    cells = [row.split("|")[1].strip() for row in table.splitlines()[2:]]
+    quoted = [m for cell in cells if cell.startswith("`") for m in re.findall(r"`([^`]+)`", cell)]
+    assert len(quoted) >= 8
+    for message in quoted:
+        fragments = [f.strip(" ;/") for f in re.split(r"…|'[^']*'|N secret", message)]
+        fragments = [f for f in fragments if len(f) >= 10]
+        if not fragments:
+            continue  # a name, not a message
+        assert any(f in haystack for f in fragments), message
