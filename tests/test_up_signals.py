@@ -113,7 +113,8 @@ def test_a_foreground_compose_up_wipes_like_up(alice: User, docker_engine: str, 
         "COMPOSE_PROJECT_NAME": name,
     }
     try:
-        result = devsecrets(["compose", "up"], cwd=alice.project, env=env)
+        # --no-mask: the output must show the value itself, proving the container read it
+        result = devsecrets(["compose", "--no-mask", "up"], cwd=alice.project, env=env)
         assert result.returncode == 0, result.stderr.decode()
         assert CANARY in result.stdout  # the container read it
         assert not (runtime_dir / name).exists()
