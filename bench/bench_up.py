@@ -3,23 +3,25 @@
 
 The compose run gets its secrets the only way plain compose can: plaintext `file:` secrets.
 The devsecrets run uses the unchanged stack (`external: true`) and the encrypted store.
-Runs are interleaved; each is followed by an untimed `down`. Prints medians and the ratio.
-Needs a Docker engine, compose v2 and the image named by BENCH_IMAGE
-(default devsecrets-test-busybox, built by .ci/dockerd.sh). Usage: bench_up.py [--runs N]
+3 services x 4 secrets. Timed: from spawning `up -d` to its exit (all containers started and
+compose returned); each run is followed by an untimed `down -t 0`. Rounds alternate the order
+(A B, B A, ...). Floors, timed in the same rounds: `docker compose config` of the devsecrets
+stack (the one compose pass devsecrets itself needs) and `python3 -c pass`.
+devsecrets runs from a normal install in a venv (bench/_common.py).
+Needs a Docker engine, compose v2 and the image named by BENCH_IMAGE (default
+devsecrets-test-busybox, built by .ci/dockerd.sh). Usage: bench_up.py [--runs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+import _common
 
 SERVICES, SECRETS = 3, 4
 
@@ -43,18 +45,13 @@ def stack(image: str, external: bool) -> dict:
     }
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     image = os.environ.get("BENCH_IMAGE", "devsecrets-test-busybox")
-    devsecrets = [sys.executable, "-m", "devsecrets"]
+    bindir = _common.normal_install()
+    devsecrets = str(bindir / "devsecrets")
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir="/dev/shm") as rt:
         root = Path(tmp)
         plain_dir, secure_dir = root / "plain-project", root / "devsecrets-project"
@@ -64,65 +61,53 @@ def main() -> None:
             **os.environ,
             "HOME": tmp,
             "DEVSECRETS_RUNTIME_DIR": f"{rt}/runtime",
-            "SOPS_AGE_KEY_FILE": f"{tmp}/key.txt",
+            "PATH": f"{bindir}:{os.environ['PATH']}",
         }
-        env.pop("COMPOSE_FILE", None)
-        from devsecrets.keys import create_key_file
-
-        create_key_file(Path(env["SOPS_AGE_KEY_FILE"]), "bench")
-        subprocess.run(
-            [*devsecrets, "init"], cwd=secure_dir, env=env, check=True, capture_output=True
-        )
+        for var in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "PYTHONPATH", "SOPS_AGE_KEY_FILE"):
+            env.pop(var, None)
+        _common.run([devsecrets, "init"], env=env, cwd=secure_dir)
         for i in range(SECRETS):
             value = os.urandom(16).hex().encode()
             (plain_dir / "plain" / f"secret_{i}").write_bytes(value)
-            subprocess.run(
-                [*devsecrets, "set", f"secret_{i}"],
-                cwd=secure_dir,
-                env=env,
-                input=value,
-                check=True,
-                capture_output=True,
-            )
-        (plain_dir / "compose.yaml").write_text(yaml.safe_dump(stack(image, external=False)))
-        (secure_dir / "docker-stack.yml").write_text(yaml.safe_dump(stack(image, external=True)))
-        commands = {
-            "docker compose up -d (plaintext files)": (
-                ["docker", "compose", "-p", "benchplain"],
-                plain_dir,
+            _common.run([devsecrets, "set", f"secret_{i}"], env=env, cwd=secure_dir, stdin=value)
+        (plain_dir / "compose.yaml").write_text(json.dumps(stack(image, external=False)))
+        (secure_dir / "docker-stack.yml").write_text(json.dumps(stack(image, external=True)))
+        plain_down = ["docker", "compose", "-p", "benchplain", "down", "-t", "0"]
+        ours_down = [devsecrets, "down", "-p", "benchours", "-t", "0"]
+
+        def up_then_down(up: list[str], down: list[str], cwd: Path):
+            def once(r: int) -> float:
+                elapsed = _common.run(up, env=env, cwd=cwd)
+                subprocess.run(down, cwd=cwd, env=env, check=True, capture_output=True)
+                return elapsed
+
+            return once
+
+        plain = "docker compose up -d (plaintext files)"
+        ours = "devsecrets up -d (store, tmpfs)"
+        contestants = {
+            plain: up_then_down(
+                ["docker", "compose", "-p", "benchplain", "up", "-d"], plain_down, plain_dir
             ),
-            "devsecrets up -d (store, tmpfs)": ([*devsecrets], secure_dir),
+            ours: up_then_down([devsecrets, "up", "-p", "benchours", "-d"], ours_down, secure_dir),
+            "floor: docker compose config (devsecrets stack)": _common.command(
+                ["docker", "compose", "-f", "docker-stack.yml", "config", "--format", "json"],
+                env=env,
+                cwd=secure_dir,
+            ),
+            "floor: python3 -c pass": _common.command(
+                [str(bindir / "python3"), "-c", "pass"], env=env
+            ),
         }
-        samples: dict[str, list[float]] = {name: [] for name in commands}
-        down = {
-            "docker compose up -d (plaintext files)": [
-                "docker",
-                "compose",
-                "-p",
-                "benchplain",
-                "down",
-                "-t",
-                "0",
-            ],
-            "devsecrets up -d (store, tmpfs)": [*devsecrets, "down", "-t", "0"],
-        }
+        print(f"bench_up: {_common.machine()}; {SERVICES} services x {SECRETS} secrets")
+        print(f"{args.runs} rounds (plus one warm-up), order alternating; devsecrets {bindir}")
         try:
-            for run in range(args.runs + 1):  # the first round warms caches and is not counted
-                for name, (argv, cwd) in commands.items():
-                    up = [*argv, "up", "-d"]
-                    elapsed = timed(up, cwd, env)
-                    if run:
-                        samples[name].append(elapsed)
-                    subprocess.run(down[name], cwd=cwd, env=env, check=True, capture_output=True)
+            samples = _common.paired(contestants, args.runs)
         finally:
-            for name, (_, cwd) in commands.items():
-                subprocess.run(down[name], cwd=cwd, env=env, check=False, capture_output=True)
-    medians = {name: statistics.median(times) for name, times in samples.items()}
-    print(f"runs: {args.runs} each, interleaved; {SERVICES} services x {SECRETS} secrets")
-    for name, median in medians.items():
-        print(f"  {name:<40} median {median * 1000:7.0f} ms")
-    names = list(medians)
-    print(f"ratio devsecrets / compose (median): {medians[names[1]] / medians[names[0]]:.2f}")
+            subprocess.run(plain_down, cwd=plain_dir, env=env, check=False, capture_output=True)
+            subprocess.run(ours_down, cwd=secure_dir, env=env, check=False, capture_output=True)
+    _common.report(samples)
+    _common.ratio(samples, ours, plain, "<= 1.3")
 
 
 if __name__ == "__main__":

@@ -363,15 +363,30 @@ def _read_file(path: str, given: str) -> bytes:
 
 
 @cli.command()
-@click.argument("name", shell_complete=complete_secret)
+@click.argument("names", metavar="NAME...", nargs=-1, required=True, shell_complete=complete_secret)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object name -> value.")
 @pass_app
-def get(app: App, name: str) -> None:
-    """Print a secret's raw bytes to stdout."""
+def get(app: App, names: tuple[str, ...], as_json: bool) -> None:
+    """Print a secret's raw bytes to stdout; several secrets at once with --json.
+
+    With --json, prints one JSON object mapping each name to its value: a string when the
+    value is UTF-8, else {"base64": "..."}. Reading many secrets in one call is much faster
+    than calling get once per secret. If any name fails, nothing is printed.
+
+    \b
+    Examples:
+      devsecrets get db_password
+      devsecrets get --json db_password api_token | jq -r .api_token
+    """
+    from devsecrets.fastget import json_mapping
     from devsecrets.process import no_core_dumps
 
     no_core_dumps()
-    secret = app.store().read(name, app.identities())
-    sys.stdout.buffer.write(secret.value)
+    if len(names) > 1 and not as_json:
+        raise click.UsageError("several names need --json (raw values would run together)")
+    store, identities = app.store(), app.identities()
+    values = {name: store.read(name, identities).value for name in dict.fromkeys(names)}
+    sys.stdout.buffer.write(json_mapping(values) if as_json else values[names[0]])
     sys.stdout.buffer.flush()
 
 
@@ -853,18 +868,22 @@ def down(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
 @cli.command()
 @compose_options
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the override instead of its path.")
+@click.option(
+    "--check", is_flag=True, help="Also have compose check the stack with the override applied."
+)
 @pass_app
-def render(app: App, /, to_stdout: bool, **kwargs: Any) -> None:
+def render(app: App, /, to_stdout: bool, check: bool, **kwargs: Any) -> None:
     """Materialize the secrets and write the compose override; print its path.
 
     The override holds paths only. Use it with plain compose:
     docker compose -f stack.yml -f "$(devsecrets render)" up. The secrets stay on tmpfs until
-    `devsecrets down`.
+    `devsecrets down`. compose checks the override itself when you use it; --check runs that
+    check now (a second `docker compose config`).
     """
     from devsecrets.process import plaintext_guard
 
     with plaintext_guard():  # interrupted before the end: nothing is left behind
-        session = _prepare(app, kwargs)
+        session = _prepare(app, kwargs, validate=check)
     if to_stdout:
         click.echo(session.override.read_text(), nl=False)
     else:

@@ -195,7 +195,8 @@ def check_engine(env: Mapping[str, str]) -> None:
     """One clear line when no Docker engine answers, before anything is written."""
     if not shutil.which("docker", path=env.get("PATH")):
         return  # a standalone compose without the docker CLI: compose will say it
-    out = _capture(["docker", "version", "--format", "{{.Server.Version}}"], env, None, 60)
+    # `configcache.prestart` may have started this very check before the imports
+    out = _capture(["docker", "version", "--format", "{{.Server.Version}}"], env, None, 60, True)
     if out.returncode != 0:
         raise ComposeError(
             "no Docker engine answers (docker version failed)",
@@ -308,10 +309,13 @@ def build_argv(project: ComposeProject, override: Path | None, command: Sequence
     return [*argv, *command]
 
 
-def load_config(project: ComposeProject, env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
-    """compose's resolved config of the stack (`config --format json`), as parsed JSON."""
+def load_config(
+    project: ComposeProject, env: Mapping[str, str], cwd: Path, cache_root: Path | None = None
+) -> dict[str, Any]:
+    """compose's resolved config of the stack (`config --format json`), as parsed JSON;
+    through `configcache` (a head start, and a cache in `cache_root` keyed by every input)."""
     argv = build_argv(project, None, ["config", "--format", "json"])
-    out = _capture(argv, env, cwd, 120)
+    out = _capture(argv, env, cwd, 120, True, project.files, cache_root)
     if out.returncode != 0:
         detail = _last_line(out.stderr)
         raise StackError(f"docker compose cannot read the stack: {detail}")
@@ -336,10 +340,29 @@ def validate_override(
 
 
 def _capture(
-    argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, timeout: float
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path | None,
+    timeout: float,
+    early: bool = False,
+    files: Sequence[Path] = (),
+    cache_root: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run a short docker/compose query; a missing binary or a hang is a ComposeError."""
+    """Run a short docker/compose query; a missing binary or a hang is a ComposeError.
+    `early`: take the process `configcache.prestart` started for exactly this query, if any
+    (and for `config`, its cache in `cache_root`)."""
     try:
+        if early:
+            from devsecrets import configcache
+
+            where = cwd if cwd is not None else Path.cwd()
+            if files or cache_root is not None:
+                code, out, err = configcache.config_output(
+                    argv, env, where, files, cache_root, timeout
+                )
+            else:
+                code, out, err = configcache.output(argv, env, where, timeout)
+            return subprocess.CompletedProcess(list(argv), code, out, err)
         return subprocess.run(
             list(argv), capture_output=True, env=dict(env), cwd=cwd, timeout=timeout, check=False
         )

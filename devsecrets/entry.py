@@ -1,9 +1,11 @@
 """The console script, and the one place where an exception becomes an exit code.
 
-`devsecrets get NAME` skips click and everything `get` does not need: it is the command scripts
-call in loops, and start-up is most of its time (bench/bench_get.py). Anything else, or any
-other shape of `get`, goes to the full CLI. Both paths end in `guarded`, so they agree on
-every exit code and every error line.
+`devsecrets get [--json] NAME...` skips click and everything `get` does not need
+(`fastpath`): it is the command scripts call in loops, and start-up is most of its time
+(bench/bench_get.py). Anything else, or any other shape of `get`, goes to the full CLI. Both
+paths end in `guarded`, so they agree on every exit code and every error line. `up` and
+`render` start compose first (`configcache.prestart`). A finished command flushes its output
+and leaves with os._exit: interpreter teardown is time the user waits for.
 """
 
 from __future__ import annotations
@@ -15,14 +17,60 @@ from collections.abc import Callable
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    request = _simple_get(args)
-    if request is None:
+    if argv is None and _command(args) in ("up", "render"):
+        from devsecrets import configcache
+
+        configcache.prestart(args)  # compose config runs while the rest is imported
+    from devsecrets.fastpath import lean_command
+
+    command = lean_command(args)
+    if command is None:
         from devsecrets.cli import main as cli_main
 
-        return cli_main(argv)
-    store_option, name = request
-    store = store_option or os.environ.get("DEVSECRETS_STORE") or None
-    return guarded(lambda: _get(store, name), debug=os.environ.get("DEVSECRETS_DEBUG") == "1")
+        code = cli_main(argv)
+    else:
+        code = guarded(command, debug=os.environ.get("DEVSECRETS_DEBUG") == "1")
+    if "devsecrets.configcache" in sys.modules:
+        sys.modules["devsecrets.configcache"].discard()
+    if argv is None and (command is not None or _command(args) in FAST_EXIT):
+        _fast_exit(code)  # the console script, a process of its own, after a command checked
+    return code
+
+
+# Commands checked to leave nothing behind for interpreter teardown: every file they write is
+# closed (and fsynced) before they return; `_fast_exit` still declines when a thread or an
+# atexit handler is left.
+FAST_EXIT = frozenset({"get", "set", "render", "up"})
+
+
+def _command(args: list[str]) -> str | None:
+    if args[:1] == ["--store"]:
+        args = args[2:]
+    elif args[:1] and args[0].startswith("--store="):
+        args = args[1:]
+    if args[:1] == ["--debug"]:
+        args = args[1:]
+    return args[0] if args else None
+
+
+def _fast_exit(code: int) -> None:
+    """Flush, then leave without teardown, unless something registered work for it."""
+    import atexit
+
+    if atexit._ncallbacks() or ("threading" in sys.modules and _threads() > 1):
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        code = code or 1
+    os._exit(code)
+
+
+def _threads() -> int:
+    import threading
+
+    return threading.active_count()
 
 
 def guarded(body: Callable[[], int], *, debug: bool) -> int:
@@ -55,32 +103,3 @@ def guarded(body: Callable[[], int], *, debug: bool) -> int:
 def _stderr(text: str) -> None:
     sys.stderr.write(text)
     sys.stderr.flush()
-
-
-def _simple_get(args: list[str]) -> tuple[str | None, str] | None:
-    """`get NAME` or `--store DIR get NAME`; None for anything else."""
-    store = None
-    if args[:1] == ["--store"] and len(args) == 4:
-        store, args = args[1], args[2:]
-    elif args[:1] and args[0].startswith("--store=") and len(args) == 3:
-        store, args = args[0].partition("=")[2], args[1:]
-    if len(args) == 2 and args[0] == "get" and not args[1].startswith("-"):
-        return store, args[1]
-    return None
-
-
-def _get(store_option: str | None, name: str) -> int:
-    from pathlib import Path
-
-    from devsecrets.errors import error_lines
-    from devsecrets.keys import find_identities
-    from devsecrets.store import find_store
-
-    store = find_store(Path.cwd(), Path(store_option) if store_option else None)
-    pending = store.pending()  # an interrupted `recipients rm`, as the full CLI says
-    if pending:
-        _stderr(error_lines(pending).replace(": error: ", ": warning: ", 1))
-    value = store.read(name, find_identities(os.environ)).value
-    sys.stdout.buffer.write(value)
-    sys.stdout.buffer.flush()
-    return 0

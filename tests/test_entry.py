@@ -8,32 +8,42 @@ import sys
 import pytest
 from conftest import User
 
-from devsecrets.entry import _simple_get
+from devsecrets.fastpath import lean_command
 
 ENTRY = [sys.executable, "-c", "import sys; from devsecrets.entry import main; sys.exit(main())"]
 FULL = [sys.executable, "-c", "import sys; from devsecrets.cli import main; sys.exit(main())"]
 
 
 @pytest.mark.parametrize(
-    ("args", "parsed"),
+    ("args", "lean"),
     [
-        (["get", "x"], (None, "x")),
-        (["--store", "/s", "get", "x"], ("/s", "x")),
-        (["--store=/s", "get", "x"], ("/s", "x")),
-        (["get", "--help"], None),
-        (["get"], None),
-        (["--debug", "get", "x"], None),
-        (["ls"], None),
+        (["get", "x"], True),
+        (["--store", "/s", "get", "x"], True),
+        (["--store=/s", "get", "x"], True),
+        (["get", "--json", "x", "y", "x"], True),
+        (["set", "x"], False),
+        (["set", "x", "--generate"], False),
+        (["set", "--help"], False),
+        (["get", "x", "y"], False),
+        (["get", "x", "--json"], False),
+        (["get", "--help"], False),
+        (["get"], False),
+        (["--debug", "get", "x"], False),
+        (["ls"], False),
     ],
 )
-def test_only_plain_get_takes_the_fast_path(args, parsed):
-    assert _simple_get(args) == parsed
+def test_only_plain_get_takes_the_fast_path(args, lean, monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert (lean_command(args) is not None) == lean
 
 
 @pytest.mark.parametrize(
     "args",
     [
         ["get", "db_password"],
+        ["get", "--json", "db_password"],
+        ["get", "--json", "db_password", "missing"],
+        ["get", "db_password", "db_password"],
         ["get", "missing"],
         ["get", "bad name"],
         ["--store", "/nonexistent", "get", "x"],

@@ -21,8 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from devsecrets import fastlayout
 from devsecrets.atomic import TEMP_GLOB, write_atomic
 from devsecrets.errors import (
     ConcurrentChangeError,
@@ -37,7 +36,7 @@ from devsecrets.errors import (
     reason,
 )
 from devsecrets.keys import Identities
-from devsecrets.store import age, cipher, journal, sopsfile, yamlload
+from devsecrets.store import age, cipher, journal, sopsfile
 from devsecrets.store.sopsfile import AgeStanza, SopsDocument
 from devsecrets.store.trust import Approvals, Review
 from devsecrets.suggest import did_you_mean
@@ -240,10 +239,16 @@ class Store:
             MAX_RECIPIENTS_FILE_SIZE,
             lambda: StoreNotFoundError(f"{path} is missing", hint="run `devsecrets init`"),
         )
-        try:
-            raw: Any = yamlload.load(text)
-        except yaml.YAMLError as e:
-            raise StoreError(f"{path} is not valid YAML ({yamlload.reason(e)})") from e
+        raw: Any = fastlayout.parse_recipients(text)  # as `_emit_recipients` writes it
+        if raw is None:
+            import yaml
+
+            from devsecrets.store import yamlload
+
+            try:
+                raw = yamlload.load(text)
+            except yaml.YAMLError as e:
+                raise StoreError(f"{path} is not valid YAML ({yamlload.reason(e)})") from e
         if raw in (None, ""):
             return {}
         if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):

@@ -14,14 +14,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
+from devsecrets import fastlayout
 from devsecrets.errors import IntegrityError
-from devsecrets.store import yamlload
 
-# libyaml's BaseLoader (every scalar a string), for YAML that is not store content (completion
-# reads stack files with it). Store files go through `yamlload`, which refuses aliases etc.
-YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
+def __getattr__(name: str) -> Any:
+    """`YAML_LOADER`: libyaml's BaseLoader (every scalar a string), for YAML that is not store
+    content (completion reads stack files with it). Store files go through `yamlload`, which
+    refuses aliases etc. Resolved on first use: PyYAML is not imported unless needed."""
+    if name == "YAML_LOADER":
+        import yaml
+
+        return getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+    raise AttributeError(name)
+
 
 SOPS_VERSION = "3.11.0"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
@@ -52,13 +58,20 @@ class SopsDocument:
 
 
 def parse(text: bytes, where: str) -> SopsDocument:
-    try:
-        # BaseLoader semantics keep every scalar as written: no YAML 1.1 surprises.
-        tree: Any = yamlload.load(text)
-    except yaml.YAMLError as e:
-        raise IntegrityError(
-            f"integrity check failed for {where}: not a SOPS YAML file ({yamlload.reason(e)})"
-        ) from e
+    # The layout devsecrets writes, read without PyYAML; anything else goes through it.
+    tree: Any = fastlayout.parse(text)
+    if tree is None:
+        import yaml
+
+        from devsecrets.store import yamlload
+
+        try:
+            # BaseLoader semantics keep every scalar as written: no YAML 1.1 surprises.
+            tree = yamlload.load(text)
+        except yaml.YAMLError as e:
+            raise IntegrityError(
+                f"integrity check failed for {where}: not a SOPS YAML file ({yamlload.reason(e)})"
+            ) from e
     if not isinstance(tree, dict) or not isinstance(tree.get("sops"), dict):
         raise IntegrityError(
             f"integrity check failed for {where}: not a SOPS file (no sops metadata)"

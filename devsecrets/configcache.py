@@ -1,0 +1,263 @@
+"""`docker compose config` for `up` and `render`: started early, and remembered.
+
+`compose config` (~150 ms) is the one compose pass `up` and `render` need before they can
+write anything (bench/bench_up.py). Two things keep users from waiting for it:
+
+- `prestart(args)`: the console script calls it first thing for `up` and `render`, before the
+  CLI, the store and the crypto libraries are imported. It works out the argv the command will
+  use and starts compose config (and the engine check, `docker version`); `output` later
+  takes such a process if, and only if, the command asks for exactly that argv, environment
+  and directory. What nobody took is killed when the command ends (`discard`).
+- A cache in the private runtime root: compose's output, keyed by every input compose reads:
+  its argv (files, project, profiles, env files), the whole environment, the working
+  directory, the identity (path, size, mtime, inode) of the compose binaries, and the bytes of
+  every stack file and every `.env` it may read. A stack that can pull in other files
+  (`include`, `extends`, `env_file`, `label_file` anywhere in its text) or COMPOSE_ENV_FILES
+  is never cached. tests/test_configcache.py changes each input and checks it is not served.
+Input: argv, env, cwd, stack files. Output: (exit code, stdout, stderr) of compose config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+CACHE_FILE = ".compose-config.json"  # in the runtime root, beside the project dirs
+_MAX_ENTRIES = 4
+_MAX_SIZE = 64 << 20
+# Stack keys that make compose read files we do not key on.
+_PULLS_IN_FILES = (b"include", b"extends", b"env_file", b"label_file")
+
+_started: dict[tuple[tuple[str, ...], str, tuple[tuple[str, str], ...]], subprocess.Popen[bytes]]
+_started = {}
+
+
+def prestart(args: Sequence[str]) -> None:
+    """Start `compose config` for `devsecrets [--store X] up|render [compose flags] ...`.
+    Does nothing when the command is not one of those, or on any doubt."""
+    options = _compose_options(list(args))
+    if options is None:
+        return
+    try:
+        from devsecrets import compose
+
+        env, cwd = dict(os.environ), Path.cwd()
+        likely = compose.candidates(env)[:1]
+        if not likely:
+            return
+        guess = compose.Compose(tuple(likely[0]), (0, 0, 0), likely[0][:1] == ["docker"])
+        project = compose.resolve_project(guess, options, cwd, env)
+        argv = compose.build_argv(project, None, ["config", "--format", "json"])
+        if likely[0][:1] == ["docker"]:
+            _start(ENGINE_CHECK, env, cwd)  # `compose.check_engine`, also ~100 ms
+        if _lookup(_cache_key(argv, env, cwd, project.files), _root(env)) is None:
+            _start(argv, env, cwd)
+    except Exception:  # noqa: BLE001, S110 - only a head start: the command runs compose itself
+        pass
+
+
+ENGINE_CHECK = ("docker", "version", "--format", "{{.Server.Version}}")
+
+
+def _start(argv: Sequence[str], env: dict[str, str], cwd: Path) -> None:
+    _started[_key(argv, env, cwd)] = subprocess.Popen(  # noqa: S603 - docker, argv list
+        list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def output(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float
+) -> tuple[int, bytes, bytes]:
+    """(exit code, stdout, stderr) of `argv`: the process `prestart` started for exactly this
+    argv, environment and directory, or a fresh run."""
+    proc = _started.pop(_key(argv, env, cwd), None)
+    if proc is None:
+        proc = subprocess.Popen(  # noqa: S603 - docker, argv list
+            list(argv), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode, out, err
+
+
+def discard() -> None:
+    """Stop what `prestart` started and nobody took (the command failed before, or differed)."""
+    while _started:
+        _, proc = _started.popitem()
+        proc.kill()
+        proc.wait()
+
+
+def config_output(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    files: Sequence[Path],
+    cache_root: Path | None,
+    timeout: float,
+) -> tuple[int, bytes, bytes]:
+    """compose config's (exit code, stdout, stderr): from the cache, the process `prestart`
+    started for exactly these inputs, or a fresh run; a success is remembered."""
+    key = _cache_key(argv, env, cwd, files) if cache_root is not None else None
+    cached = _lookup(key, cache_root)
+    if cached is not None:
+        return 0, cached, b""
+    code, out, err = output(argv, env, cwd, timeout)
+    if code == 0 and key is not None and cache_root is not None:
+        _remember(key, out, cache_root)
+    return code, out, err
+
+
+def _key(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path
+) -> tuple[tuple[str, ...], str, tuple[tuple[str, str], ...]]:
+    return tuple(argv), str(cwd), tuple(sorted(env.items()))
+
+
+def _compose_options(args: list[str]):  # type: ignore[no-untyped-def]
+    """compose's global flags from `devsecrets ... up|render ...`, as click will parse them."""
+    if args[:1] == ["--store"]:
+        args = args[2:]
+    elif args[:1] and args[0].startswith("--store="):
+        args = args[1:]
+    if args[:1] == ["--debug"]:
+        args = args[1:]
+    if args[:1] not in (["up"], ["render"]):
+        return None
+    taking = {
+        "-f": "files",
+        "--file": "files",
+        "-c": "files",
+        "--compose-file": "files",
+        "-p": "project_name",
+        "--project-name": "project_name",
+        "--profile": "profiles",
+        "--env-file": "env_files",
+        "--project-directory": "project_directory",
+    }
+    found: dict[str, list[str]] = {}
+    rest = args[1:]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        name, eq, value = arg.partition("=")
+        if arg == "--":
+            break
+        if arg in ("-h", "--help"):
+            return None
+        if arg == "--on-change":
+            i += 2
+            continue
+        if name in taking and eq and name.startswith("--"):
+            found.setdefault(taking[name], []).append(value)
+        elif arg in taking:
+            if i + 1 >= len(rest):
+                return None
+            found.setdefault(taking[arg], []).append(rest[i + 1])
+            i += 1
+        i += 1
+    from devsecrets.compose import ComposeOptions
+
+    return ComposeOptions(
+        files=tuple(found.get("files", ())),
+        project_name=found["project_name"][-1] if "project_name" in found else None,
+        profiles=tuple(found.get("profiles", ())),
+        env_files=tuple(found.get("env_files", ())),
+        project_directory=(
+            found["project_directory"][-1] if "project_directory" in found else None
+        ),
+    )
+
+
+def _cache_key(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, files: Sequence[Path]
+) -> str | None:
+    """A digest of every input of `compose config`, or None when it cannot be cached."""
+    if env.get("COMPOSE_ENV_FILES"):
+        return None
+    from devsecrets.compose import _fingerprint
+
+    digest = hashlib.sha256()
+    binaries = _fingerprint(list(argv[:2]) if argv[:1] == ["docker"] else [argv[0]], env)
+    digest.update(json.dumps([list(argv), sorted(env.items()), str(cwd), binaries]).encode())
+    env_files = [cwd / ".env", *(Path(f).parent / ".env" for f in files)]
+    env_files += [cwd / b for a, b in zip(argv, argv[1:], strict=False) if a == "--env-file"]
+    env_files += [
+        Path(b) / ".env" for a, b in zip(argv, argv[1:], strict=False) if a == "--project-directory"
+    ]
+    for path in [*files, *env_files]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        except OSError:
+            return None
+        if data is not None and path in files and any(w in data for w in _PULLS_IN_FILES):
+            return None
+        digest.update(json.dumps([str(path), data is not None]).encode())
+        digest.update(hashlib.sha256(data or b"").digest())
+    return digest.hexdigest()
+
+
+def _root(env: Mapping[str, str]) -> Path | None:
+    """The runtime root (made if missing, as `up` and `render` would), or None."""
+    from devsecrets import runtime_dir
+
+    try:
+        return runtime_dir.private_root(env)
+    except Exception:  # noqa: BLE001 - no root, no cache
+        return None
+
+
+def _lookup(key: str | None, root: Path | None) -> bytes | None:
+    if key is None or root is None:
+        return None
+    entries = _entries(root)
+    hit = entries.get(key)
+    return hit.encode() if isinstance(hit, str) else None
+
+
+def _entries(root: Path) -> dict[str, object]:
+    from devsecrets import runtime_dir
+
+    try:
+        fd = runtime_dir.open_owned(root)
+    except Exception:  # noqa: BLE001 - no root, no cache
+        return {}
+    try:
+        raw = runtime_dir.read_file(fd, CACHE_FILE, limit=_MAX_SIZE)
+    finally:
+        os.close(fd)
+    try:
+        entries = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _remember(key: str, out: bytes, root: Path) -> None:
+    from devsecrets import runtime_dir
+
+    try:
+        text = out.decode()
+        entries = {k: v for k, v in _entries(root).items() if k != key}
+        kept = dict(list(entries.items())[-(_MAX_ENTRIES - 1) :])
+        kept[key] = text
+        data = json.dumps(kept).encode()
+        if len(data) > _MAX_SIZE:
+            return
+        fd = runtime_dir.open_owned(root)
+        try:
+            runtime_dir.write_file(fd, CACHE_FILE, data)
+        finally:
+            os.close(fd)
+    except (OSError, UnicodeDecodeError, runtime_dir.UnsafePathError):
+        return  # only a cache: the next run asks compose again
