@@ -76,9 +76,10 @@ def output(
     argv, environment and directory, or a fresh run."""
     proc = _started.pop(_key(argv, env, cwd), None)
     if proc is None:
-        proc = subprocess.Popen(  # noqa: S603 - docker, argv list
-            list(argv), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        done = subprocess.run(  # noqa: S603 - docker, argv list
+            list(argv), capture_output=True, env=dict(env), cwd=cwd, timeout=timeout, check=False
         )
+        return done.returncode, done.stdout, done.stderr
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:

@@ -138,6 +138,7 @@ def boom(exception: BaseException):
 def test_a_bug_is_3_with_its_traceback(alice: User, entry: str, invoke, monkeypatch):
     alice.run("set", "x", input=b"v")
     monkeypatch.setattr(Store, "read", boom(RuntimeError("bug")))
+    monkeypatch.setattr("devsecrets.fastget.read_values", boom(RuntimeError("bug")))  # lean get
     result = invoke(alice, "get", "x", entry=entry)
     err = result.stderr.decode()
     assert result.returncode == 3
@@ -149,6 +150,7 @@ def test_a_bug_is_3_with_its_traceback(alice: User, entry: str, invoke, monkeypa
 def test_ctrl_c_is_130(alice: User, entry: str, invoke, monkeypatch):
     alice.run("set", "x", input=b"v")
     monkeypatch.setattr(Store, "read", boom(KeyboardInterrupt()))
+    monkeypatch.setattr("devsecrets.fastget.read_values", boom(KeyboardInterrupt()))
     result = invoke(alice, "get", "x", entry=entry)
     assert result.returncode == 130
     assert result.stderr.strip() == b"devsecrets: interrupted"
