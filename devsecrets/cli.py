@@ -715,6 +715,24 @@ def compose_options(command: F) -> F:
     return command
 
 
+def engine_options(command: F) -> F:
+    """Where the secrets live: this machine's tmpfs, or a tmpfs inside the Docker engine."""
+    command = click.option(
+        "--helper-image",
+        metavar="IMAGE",
+        help="Image of the engine mode's helper container (default: $DEVSECRETS_HELPER_IMAGE, "
+        "else busybox:stable).",
+    )(command)
+    return click.option(
+        "--engine-mode",
+        type=click.Choice(["auto", "host", "engine"]),
+        help="host: secrets on this machine's tmpfs, bound into the containers; engine: on a "
+        "tmpfs volume inside the Docker engine (Docker Desktop, Colima, remote engines); "
+        "auto (default, or $DEVSECRETS_ENGINE_MODE): host if the engine sees this machine's "
+        "files.",
+    )(command)
+
+
 def _options(kwargs: Mapping[str, Any]) -> ComposeOptions:
     from devsecrets.compose import ComposeOptions
 
@@ -741,6 +759,8 @@ def _prepare(app: App, kwargs: Mapping[str, Any], *, validate: bool = True) -> S
         allow_disk=kwargs["allow_disk"],
         warn=_warn,
         validate=validate,
+        engine_mode_flag=kwargs.get("engine_mode"),
+        helper_image=kwargs.get("helper_image"),
     )
 
 
@@ -769,6 +789,7 @@ def _live(app: App, session: Session, on_change: Mapping[str, Policy]) -> LiveSt
 
 @cli.command(context_settings=PASSTHROUGH)
 @compose_options
+@engine_options
 @on_change_option
 @click.option("--no-watch", is_flag=True, help="Do not follow store and stack changes.")
 @no_mask_option
@@ -814,6 +835,8 @@ def up(
     with plaintext_guard():  # a stop signal from here on wipes what was written
         session = _prepare(app, kwargs, validate=False)
         with wiped_on_error(session, detached):
+            if session.choice is not None:
+                _say(session.choice.line())
             _say(_summary(session))
             if detached and not no_watch:
                 _say("detached; run `devsecrets watch` to follow store changes")
@@ -826,6 +849,7 @@ def up(
 
 @cli.command()
 @compose_options
+@engine_options
 @on_change_option
 @pass_app
 def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
@@ -867,6 +891,7 @@ def down(app: App, /, compose_args: tuple[str, ...], **kwargs: Any) -> int:
 
 @cli.command()
 @compose_options
+@engine_options
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the override instead of its path.")
 @click.option(
     "--check", is_flag=True, help="Also have compose check the stack with the override applied."
@@ -884,6 +909,8 @@ def render(app: App, /, to_stdout: bool, check: bool, **kwargs: Any) -> None:
 
     with plaintext_guard():  # interrupted before the end: nothing is left behind
         session = _prepare(app, kwargs, validate=check)
+    if session.choice is not None:
+        _say(session.choice.line())
     if to_stdout:
         click.echo(session.override.read_text(), nl=False)
     else:
@@ -892,6 +919,7 @@ def render(app: App, /, to_stdout: bool, check: bool, **kwargs: Any) -> None:
 
 @cli.command("compose", context_settings={**PASSTHROUGH, "allow_interspersed_args": False})
 @compose_options
+@engine_options
 @no_mask_option
 @click.argument(
     "compose_args",
@@ -1238,7 +1266,9 @@ def import_cmd(
 def _summary(session: Session) -> str:
     count = sum(len(s.files) for s in session.layout.services)
     services = ", ".join(s.service for s in session.layout.services) or "none"
-    return f"{count} secret mount(s) for {services} in {session.project_dir}"
+    engine = session.engine
+    where = session.project_dir if engine is None else f"the engine's tmpfs volume {engine.volume}"
+    return f"{count} secret mount(s) for {services} in {where}"
 
 
 # -- plumbing --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devsecrets import compose, materialize
+from devsecrets import compose, engine_store, materialize
 from devsecrets.errors import DevsecretsError, StackError, UsageProblem, reason
 from devsecrets.layout import Layout, plan
 from devsecrets.override import publish_override
@@ -135,7 +135,10 @@ class LiveStack:
             layout = self._reload_stack() or layout
         with self.store.settled():  # a multi-secret `set` is read whole, never half
             values = self._read_values(layout)
-        written = materialize.materialize(self.session.project_dir, layout, values)
+        session = self.session
+        written = engine_store.materialize_for(
+            session.project_dir, session.engine, layout, values, session.env
+        )
         recreate: list[str] = []
         if layout is not self.layout or stack_changed:
             recreate = self._apply_layout(layout)
@@ -189,7 +192,7 @@ class LiveStack:
 
     def _apply_layout(self, layout: Layout) -> list[str]:
         self.layout = layout
-        _, self.blocks = publish_override(self.session.project_dir, layout)
+        _, self.blocks = publish_override(self.session.project_dir, layout, self.session.bind_root)
         changed = self._recreate(self.applied_blocks, self.blocks)
         if not changed:
             self.report("stack changed → secrets updated in place")

@@ -16,9 +16,13 @@ from devsecrets.layout import Layout
 from devsecrets.render import render, to_yaml
 
 
-def publish_override(project_dir: Path, layout: Layout) -> tuple[Path, dict[str, str]]:
-    """Render once: write the override and record a digest of each service's part of it."""
-    rendered = render(layout, project_dir)
+def publish_override(
+    project_dir: Path, layout: Layout, bind_root: Path | None = None
+) -> tuple[Path, dict[str, str]]:
+    """Render once: write the override and record a digest of each service's part of it.
+    `bind_root`: where the engine finds the files (the engine mode's tmpfs volume);
+    `project_dir` by default."""
+    rendered = render(layout, bind_root or project_dir)
     override = materialize.write_text(project_dir, materialize.OVERRIDE, to_yaml(rendered))
     blocks = {
         name: hashlib.sha256(json.dumps(block, sort_keys=True).encode()).hexdigest()

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devsecrets import compose, mask, materialize, runtime_dir
+from devsecrets import compose, engine_mode, engine_store, mask, materialize, runtime_dir
+from devsecrets.errors import DevsecretsError
 from devsecrets.layout import plan
 from devsecrets.mask import Masker
 from devsecrets.needs import missing_error
@@ -42,6 +43,8 @@ def prepare(
     allow_disk: bool,
     warn: Warn,
     validate: bool = True,
+    engine_mode_flag: str | None = None,
+    helper_image: str | None = None,
 ) -> Session:
     """Everything before `compose up`: the secrets are on tmpfs and the override is written.
 
@@ -50,6 +53,7 @@ def prepare(
     root = private_root(env, allow_disk=allow_disk, warn=warn)
     cache = root / runtime_dir.COMPOSE_CACHE
     project, model = open_project(options, cwd, env, need_engine=True, cache=cache)
+    choice = engine_mode.choose(engine_mode_flag, env, root)
     store = store_factory()
     in_store = store.names()
     layout = plan(model, set(in_store))
@@ -65,17 +69,28 @@ def prepare(
     project_dir = root / model.project
     created = not project_dir.exists()
     held = runtime_dir.hold(project_dir)
+    engine = None
     try:
         previous_blocks = runtime_dir.read_state(project_dir).get("blocks", {})
-        written = materialize.materialize(project_dir, layout, values)
-        for line in materialize.owner_warnings(layout):
-            warn(line)
-        override, blocks = publish_override(project_dir, layout)
+        if choice.mode == engine_mode.ENGINE:
+            image = engine_store.image(helper_image, env)
+            size = engine_store.volume_size(values, layout)
+            engine = engine_store.ensure(model.project, env, image, size)
+            if engine.fresh:  # an empty tmpfs: every file is written
+                engine_store.forget_digests(project_dir)
+        else:
+            engine_store.forget(project_dir, model.project, env)  # was engine mode before
+        written = engine_store.materialize_for(project_dir, engine, layout, values, env)
+        if engine is None:
+            for line in materialize.owner_warnings(layout):
+                warn(line)
+        bind_root = project_dir if engine is None else Path(str(engine.data_dir))
+        override, blocks = publish_override(project_dir, layout, bind_root)
         if validate:
             compose.validate_override(project, override, env, cwd)
     except BaseException:
         if created:
-            runtime_dir.wipe(project_dir)
+            wipe(project_dir, model.project, env)
         held.release()
         raise
     return Session(
@@ -92,7 +107,16 @@ def prepare(
         blocks=blocks,
         previous_blocks=previous_blocks,
         held=held,
+        choice=choice,
+        engine=engine,
     )
+
+
+def wipe(project_dir: Path, project: str, env: Mapping[str, str]) -> None:
+    """Remove the project's secrets: the engine mode's helper and volume if the project's
+    state records them, then the runtime directory."""
+    engine_store.forget(project_dir, project, env)
+    runtime_dir.wipe(project_dir)
 
 
 @contextlib.contextmanager
@@ -103,7 +127,7 @@ def wiped_on_error(session: Session, detached: bool) -> Iterator[None]:
         yield
     except BaseException:
         if session.created_dir or not detached:
-            runtime_dir.wipe(session.project_dir)
+            wipe(session.project_dir, session.model.project, session.env)
         raise
 
 
@@ -117,19 +141,20 @@ def start_stack(
     """`compose up ARGS` with the override. A foreground run wipes the secrets when it ends.
     With a `masker`, compose's output passes through it (values shown as ****)."""
     detached = compose.is_detached(args)
-    runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
     argv = session.argv(["up", *args])
     if detached:
+        runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
         code = compose.run(argv, session.env, session.cwd)
         if code != 0 and session.created_dir:
-            runtime_dir.wipe(session.project_dir)
+            wipe(session.project_dir, session.model.project, session.env)
         return code
-    try:
+    try:  # a stop signal while the state is written wipes too
+        runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
         if masker is not None:
             return mask.run_foreground(argv, session.env, session.cwd, masker, while_running)
         return run_foreground(argv, session.env, session.cwd, while_running)
     finally:
-        runtime_dir.wipe(session.project_dir)
+        wipe(session.project_dir, session.model.project, session.env)
         if session.held is not None:
             session.held.release()
 
@@ -166,7 +191,7 @@ def stop_stack(
     argv = compose.build_argv(project, override if override.exists() else None, ["down", *args])
     code = compose.run(argv, env, cwd)
     if code == 0:
-        runtime_dir.wipe(project_dir)
+        wipe(project_dir, model.project, env)
     return code
 
 
@@ -181,6 +206,13 @@ def clean_stale(
     def is_stale(name: str, state: dict[str, Any]) -> bool:
         if state.get("detached") or is_alive(state.get("pid")):
             return False
-        return not compose.has_containers(name, found, env)
+        if compose.has_containers(name, found, env):
+            return False
+        if engine_store.recorded(state) is not None:
+            try:
+                engine_store.remove(name, env)  # its helper and volume go with it
+            except DevsecretsError:
+                return False  # kept for a later run
+        return True
 
     return runtime_dir.clean_stale(root, keep, is_stale)

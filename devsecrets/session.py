@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devsecrets import compose
+from devsecrets.engine_mode import EngineChoice
+from devsecrets.engine_store import EngineStore
 from devsecrets.layout import Layout
 from devsecrets.materialize import Written
 from devsecrets.runtime_dir import Held
@@ -34,6 +36,14 @@ class Session:
     previous_blocks: Mapping[str, str] = field(default_factory=dict)  # the render before it
     # a shared lock on project_dir for this process's life: cleanup by others skips it
     held: Held | None = field(default=None, repr=False)
+    # where the secrets live: host mode (engine None) or the engine's tmpfs volume
+    choice: EngineChoice | None = None
+    engine: EngineStore | None = None
+
+    @property
+    def bind_root(self) -> Path:
+        """The directory the override's bind sources are under, as the engine sees it."""
+        return self.project_dir if self.engine is None else Path(str(self.engine.data_dir))
 
     def argv(self, command: Sequence[str]) -> list[str]:
         return compose.build_argv(self.project, self.override, command)
