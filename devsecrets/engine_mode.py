@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets as _random
+import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,8 +55,11 @@ def requested(flag: str | None, env: Mapping[str, str]) -> tuple[str | None, str
 
 def choose(flag: str | None, env: Mapping[str, str], runtime_root: Path) -> EngineChoice:
     forced, origin = requested(flag, env)
+    has_cli = shutil.which("docker", path=env.get("PATH")) is not None
     if forced is not None:
         choice = EngineChoice(forced, f"forced by {origin}", forced=True)
+    elif not has_cli:  # a standalone compose: nothing to probe with, as before engine mode
+        choice = EngineChoice(HOST, "no docker CLI to ask the engine with")
     else:
         sees, unexpected = probe_sees(runtime_root, env)
         if sees:
@@ -73,6 +77,11 @@ def choose(flag: str | None, env: Mapping[str, str], runtime_root: Path) -> Engi
                 "namespace); secrets go to a tmpfs volume inside the engine",
             )
     if choice.mode == ENGINE:
+        if not has_cli:
+            raise UsageProblem(
+                "engine mode needs the docker CLI, which is not on PATH",
+                hint="install the docker CLI, or use --engine-mode host",
+            )
         check_transport(env, forced=choice.forced)
     return choice
 
