@@ -282,3 +282,14 @@ def test_a_service_name_compose_would_refuse_is_a_stack_error(service: str):
     model["services"] = {service: model["services"]["app"]}
     with pytest.raises(StackError, match="bad service name"):
         read_model(model)
+
+
+def test_init_where_the_store_would_be_a_file_is_one_line(tmp_path: Path, project: Path):
+    from conftest import devsecrets, make_user
+
+    user = make_user(tmp_path, "carol", project)
+    user.store.write_bytes(b"not a directory")
+    result = devsecrets(["init"], cwd=project, env=user.subprocess_env())
+    assert result.returncode == 1, result.stderr
+    assert b"cannot create the store" in result.stderr
+    assert b"Traceback" not in result.stderr

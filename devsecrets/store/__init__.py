@@ -147,7 +147,10 @@ def find_store(start: Path, explicit: Path | None = None) -> Store:
 def init_store(root: Path, member: str, recipient: str) -> tuple[Store, bool]:
     """Create the store (or keep it); `recipient` becomes its first member if it has none.
     Returns (store, added)."""
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the store {root}: {e.strerror}") from e
     ignore = root / ".gitignore"
     if not ignore.exists():
         _atomic_write(ignore, GITIGNORE.encode())
@@ -307,9 +310,10 @@ class Store:
 
     def _load(self, name: str) -> SopsDocument:
         path = self.path_for(name)
-        text = _read_capped(path, MAX_FILE_SIZE, lambda: self._not_found(name))
         try:
-            doc = sopsfile.parse(text, str(path))
+            doc = sopsfile.parse(
+                _read_capped(path, MAX_FILE_SIZE, lambda: self._not_found(name)), str(path)
+            )
         except IntegrityError as e:
             e.hint = e.hint or (
                 f"restore it from git, or replace it: `devsecrets rm {name}`, "
@@ -724,7 +728,7 @@ def _read_capped(path: Path, limit: int, missing: Callable[[], StoreError]) -> b
         if e.errno == errno.ELOOP:
             raise IntegrityError(
                 f"{path} is a symlink; devsecrets does not follow symlinks in the store",
-                hint="restore it from git, or remove it with `devsecrets rm`",
+                hint="restore it from git",
             ) from e
         raise StoreError(f"cannot read {path}: {e.strerror}") from e
     try:
