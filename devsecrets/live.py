@@ -46,12 +46,14 @@ def parse_cli_policies(items: Sequence[str]) -> dict[str, Policy]:
     return table
 
 
-def _stamp(path: Path) -> bytes | None:
+def _stamp(store: Any, name: str) -> bytes | None:
     """The encrypted file's bytes: unchanged bytes need no decryption. (Not inode+mtime:
-    inodes are reused and mtime is coarse, so two quick writes can look identical.)"""
+    inodes are reused and mtime is coarse, so two quick writes can look identical.) Read as
+    the store reads (no symlink followed, regular files only, capped): a committed symlink to
+    /dev/zero must not exhaust the watcher's memory."""
     try:
-        return path.read_bytes()
-    except OSError:
+        return store.raw(name)  # type: ignore[no-any-return]
+    except DevsecretsError:
         return None
 
 
@@ -70,7 +72,7 @@ class LiveStack:
         self.cli_policies = dict(cli_policies)
         self.report = report
         self.values: dict[str, bytes] = dict(session.values)
-        self.stamps = {n: _stamp(store.path_for(n)) for n in self.values}
+        self.stamps = {n: _stamp(store, n) for n in self.values}
         self.problems: dict[str, str] = {}
         # the current state, which starts as prepared and is this object's from then on
         self.model = session.model
@@ -170,7 +172,7 @@ class LiveStack:
     def _read_values(self, layout: Layout) -> dict[str, bytes]:
         values: dict[str, bytes] = {}
         for name in sorted(layout.store_names()):
-            stamp = _stamp(self.store.path_for(name))
+            stamp = _stamp(self.store, name)
             if name in self.values and stamp == self.stamps.get(name) and stamp is not None:
                 values[name] = self.values[name]
                 continue

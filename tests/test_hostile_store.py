@@ -293,3 +293,13 @@ def test_init_where_the_store_would_be_a_file_is_one_line(tmp_path: Path, projec
     assert result.returncode == 1, result.stderr
     assert b"cannot create the store" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_the_watchers_change_check_reads_like_the_store(stored: User):
+    from devsecrets.live import _stamp
+    from devsecrets.store import Store
+
+    (stored.store / "zero.sops.yaml").symlink_to("/dev/zero")
+    store = Store(stored.store)
+    assert _stamp(store, "zero") is None  # neither followed nor read forever
+    assert _stamp(store, "good") == (stored.store / "good.sops.yaml").read_bytes()
