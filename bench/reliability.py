@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import random  # timing of faults, not secrets
 import shutil
@@ -363,18 +364,18 @@ def hypothesis_scenario(examples: int) -> Result:
         text=True,
         check=False,
     )
-    tests = run.stdout.count("::") or 3
     result.trials = 3 * examples
     if run.returncode != 0:
         failed = [ln for ln in run.stdout.splitlines() if ln.startswith("FAILED")]
         for line in failed or ["pytest failed"]:
             result.fail(line[:160])
-    result.notes.append(f"3 properties x {examples} examples (max_examples; {tests} test lines)")
+    result.notes.append(f"3 properties x {examples} examples each (hypothesis max_examples)")
     return result
 
 
 # -- signals -------------------------------------------------------------------------------------
 
+HANG = 30  # seconds a signalled process may take to exit
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL]
 
 
@@ -459,8 +460,17 @@ def docker_ok(image: str) -> str | None:
     return None
 
 
-def stack_signal_scenario(team: Team, command: str, per_signal: int, image: str) -> Result:
-    result = Result(f"signals-{command}", f"SIGINT/TERM/HUP/QUIT/KILL of `{command}`")
+def stack_signal_scenario(
+    team: Team, command: str, per_signal: int, image: str, *, group: bool = False
+) -> Result:
+    """`group`: the signal goes to the whole process group (devsecrets and compose), as a
+    terminal sends Ctrl-C, Ctrl-\\ and a hang-up; else to the devsecrets process alone, as
+    `kill PID` does."""
+    result = Result(
+        f"signals-{command}" + ("-group" if group else ""),
+        f"SIGINT/TERM/HUP/QUIT/KILL of `{command}`, "
+        + ("to its process group (as a terminal sends them)" if group else "to its process only"),
+    )
     why = docker_ok(image)
     if why:
         result.notes.append(f"skipped: {why}")
@@ -526,13 +536,13 @@ def stack_signal_scenario(team: Team, command: str, per_signal: int, image: str)
             time.sleep(random.uniform(0.2, duration))  # noqa: S311
             exposed += bool(plaintext_files([runtime], values))
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, sig)
+                (os.killpg if group else os.kill)(child.pid, sig)
             try:
-                child.wait(timeout=120)
+                child.wait(timeout=HANG)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-                result.fail(f"{signal.Signals(sig).name}: did not exit within 120 s")
+                result.fail(f"{signal.Signals(sig).name}: did not exit within {HANG} s")
             result.trials += 1
             if command == "up" and sig != signal.SIGKILL:
                 left = plaintext_files([runtime], values)
@@ -555,15 +565,28 @@ def stack_signal_scenario(team: Team, command: str, per_signal: int, image: str)
 # -- report --------------------------------------------------------------------------------------
 
 
-def write_report(results: list[Result], out: Path, argv: list[str], seconds: float) -> None:
+TITLE = """# Reliability figures
+
+Written by `bench/reliability.py` (each section below is one run of it, rewritten as each
+scenario finishes). Each scenario is described in the script's docstring. The target is zero
+failures everywhere except where a failure is the point (the writers' lock disabled on purpose,
+to show the concurrent-writer check catches it).
+"""
+
+
+def write_report(
+    results: list[Result], out: Path, argv: list[str], seconds: float, *, done: bool = True
+) -> None:
+    """Replace this run's section of `out` (other runs' sections are kept), under a lock."""
+    run_id = f"{os.getpid()}"
     lines = [
-        "# Reliability figures",
+        f"<!-- run {run_id} -->",
+        f"## `bench/reliability.py{(' ' + ' '.join(argv)) if argv else ''}`",
         "",
-        f"Written by `bench/reliability.py{(' ' + ' '.join(argv)) if argv else ''}` "
-        f"({time.strftime('%Y-%m-%d', time.gmtime())}, {seconds / 60:.0f} min on "
-        f"{os.cpu_count()} shared cores). Each scenario is described in the script's docstring; "
-        "the target is zero failures everywhere except where a failure is the point "
-        "(the lock disabled on purpose).",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds / 60:.0f} min, "
+        f"{os.cpu_count()} cores shared with other work"
+        + ("" if done else " (still running: the scenarios finished so far)")
+        + ".",
         "",
         "| scenario | what | trials | failures | expected |",
         "|---|---|---:|---:|---|",
@@ -571,13 +594,25 @@ def write_report(results: list[Result], out: Path, argv: list[str], seconds: flo
     for r in results:
         expected = "> 0 (shows the check catches it)" if r.expect_failures else "0"
         lines.append(f"| {r.name} | {r.what} | {r.trials} | {r.failures} | {expected} |")
-    lines += ["", "## Notes", ""]
+    lines += ["", "Notes:", ""]
     for r in results:
         for note in r.notes:
             lines.append(f"- {r.name}: {note}")
     kills = sum(r.trials for r in results if r.name.startswith("kill-"))
-    lines += ["", f"SIGKILL trials in all: {kills}.", ""]
-    out.write_text("\n".join(lines))
+    if kills:
+        lines += ["", f"SIGKILL trials in this run: {kills}."]
+    lines += [f"<!-- /run {run_id} -->", ""]
+    section = "\n".join(lines)
+    with open(Path(tempfile.gettempdir()) / "devsecrets-reliability.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = out.read_text() if out.exists() else TITLE
+        begin, finish = f"<!-- run {run_id} -->", f"<!-- /run {run_id} -->\n"
+        if begin in text:
+            head, _, rest = text.partition(begin)
+            text = head + section + rest.partition(finish)[2]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        out.write_text(text)
 
 
 def main() -> int:
@@ -586,10 +621,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "RELIABILITY.md")
     parser.add_argument("--only", nargs="*", default=None, help="scenario name prefixes")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--kill-trials", type=int, default=110, help="per command")
+    parser.add_argument("--examples", type=int, default=2000, help="hypothesis, per property")
+    parser.add_argument("--signal-trials", type=int, default=4, help="per signal, up/watch")
     args = parser.parse_args()
     random.seed(args.seed)
     quick = args.quick
-    kill_trials = 10 if quick else 110
+    kill_trials = 10 if quick else args.kill_trials
     image = os.environ.get("BENCH_IMAGE", "devsecrets-test-busybox")
 
     def wanted(name: str) -> bool:
@@ -597,6 +635,11 @@ def main() -> int:
 
     results: list[Result] = []
     started = time.monotonic()
+
+    def report(results: list[Result]) -> None:
+        print(_line(results[-1]), flush=True)
+        write_report(results, args.out, sys.argv[1:], time.monotonic() - started, done=False)
+
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         base = Path(tmp)
         editor = base / "editor.sh"
@@ -606,24 +649,30 @@ def main() -> int:
         for command in ("set", "edit", "rm", "recipients rm", "rekey"):
             if wanted("kill-" + command.replace(" ", "-")):
                 results.append(kill_scenario(team, command, kill_trials, editor))
-                print(_line(results[-1]), flush=True)
+                report(results)
         for lock in (True, False):
             if wanted("concurrent"):
                 results.append(concurrent_scenario(base / f"conc-{lock}", 5 if quick else 30, lock))
-                print(_line(results[-1]), flush=True)
+                report(results)
         if wanted("bytes"):
             results.append(bytes_scenario(base / "bytes", quick))
-            print(_line(results[-1]), flush=True)
+            report(results)
         if wanted("hypothesis"):
-            results.append(hypothesis_scenario(100 if quick else 2000))
-            print(_line(results[-1]), flush=True)
-        if wanted("signals"):
+            results.append(hypothesis_scenario(100 if quick else args.examples))
+            report(results)
+        if any(wanted(f"signals-{c}") for c in ("edit", "up", "watch")):
             sig_team = make_team(base / "signals", secrets=3, bob=False)
+        if wanted("signals-edit"):
             results.append(edit_signal_scenario(sig_team, 2 if quick else 20, editor))
-            print(_line(results[-1]), flush=True)
-            for command in ("up", "watch"):
-                results.append(stack_signal_scenario(sig_team, command, 1 if quick else 4, image))
-                print(_line(results[-1]), flush=True)
+            report(results)
+        for command in ("up", "watch"):
+            for group in (False, True):
+                if wanted(f"signals-{command}{'-group' if group else ''}"):
+                    count = 1 if quick else args.signal_trials
+                    results.append(
+                        stack_signal_scenario(sig_team, command, count, image, group=group)
+                    )
+                    report(results)
         _cleanup_runtime(base)
     write_report(results, args.out, sys.argv[1:], time.monotonic() - started)
     bad = [r for r in results if (r.failures > 0) != r.expect_failures]
