@@ -46,13 +46,13 @@ def parse_cli_policies(items: Sequence[str]) -> dict[str, Policy]:
     return table
 
 
-def _stamp(store: Any, name: str) -> bytes | None:
+def _stamp(store: Store, name: str) -> bytes | None:
     """The encrypted file's bytes: unchanged bytes need no decryption. (Not inode+mtime:
     inodes are reused and mtime is coarse, so two quick writes can look identical.) Read as
     the store reads (no symlink followed, regular files only, capped): a committed symlink to
     /dev/zero must not exhaust the watcher's memory."""
     try:
-        return store.raw(name)  # type: ignore[no-any-return]
+        return store.raw(name)
     except DevsecretsError:
         return None
 
