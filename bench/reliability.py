@@ -271,13 +271,16 @@ def concurrent_scenario(base: Path, rounds: int, lock: bool) -> Result:
         for child in children:
             wait_ready(child)
         go.touch()
+        errors = []
         for i, child in enumerate(children):
-            child.communicate(f"{CANARY}w{i - 4}".encode() if i >= 4 else b"", timeout=120)
+            _, err = child.communicate(f"{CANARY}w{i - 4}".encode() if i >= 4 else b"", timeout=120)
+            if child.returncode:
+                errors.append(err.decode(errors="replace").strip().splitlines()[-1:])
         result.trials += 1
         store = team.store()
         problems = []
-        if any(c.returncode != 0 for c in children):
-            problems.append("a writer failed")
+        if errors:
+            problems.append(f"a writer failed: {errors[0]}")
         members = store.recipients()
         if not all(f"m{i}" in members for i in range(4)):
             problems.append("a member was lost from recipients.yaml")
