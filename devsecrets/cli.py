@@ -745,10 +745,40 @@ def _options(kwargs: Mapping[str, Any]) -> ComposeOptions:
     )
 
 
-def _prepare(app: App, kwargs: Mapping[str, Any], *, validate: bool = True) -> Session:
+def _command(app: App, kwargs: Mapping[str, Any], command: str, project: str) -> str:
+    """The exact devsecrets command for this stack, with the flags that found it (a project
+    name from -p or COMPOSE_PROJECT_NAME is spelled out: another shell may not have it)."""
+    import shlex
+
+    parts = ["devsecrets", *command.split()]
+    for path in kwargs["files"]:
+        parts += ["-f", path]
+    if kwargs["project_name"] or app.env.get("COMPOSE_PROJECT_NAME"):
+        parts += ["-p", project]
+    for profile in kwargs["profiles"]:
+        parts += ["--profile", profile]
+    for env_file in kwargs["env_files"]:
+        parts += ["--env-file", env_file]
+    if kwargs["project_directory"]:
+        parts += ["--project-directory", kwargs["project_directory"]]
+    if kwargs["allow_disk"]:
+        parts.append("--allow-disk")
+    return shlex.join(parts)
+
+
+def _prepare(
+    app: App, kwargs: Mapping[str, Any], *, validate: bool = True, running: bool = False
+) -> Session:
     """Materialize and render. The stack's on-change policies are read with the stack (and
-    the command line's parsed by the caller), so bad ones fail before anything is written."""
+    the command line's parsed by the caller), so bad ones fail before anything is written.
+    With `running`, a project none of whose containers runs is refused before that too."""
+    from devsecrets.foreground import require_running
     from devsecrets.pipeline import prepare
+
+    def check(model: Any) -> None:
+        if running:
+            start = _command(app, kwargs, "up -d", model.project)
+            require_running(model.project, app.env, start)
 
     return prepare(
         _options(kwargs),
@@ -761,6 +791,7 @@ def _prepare(app: App, kwargs: Mapping[str, Any], *, validate: bool = True) -> S
         validate=validate,
         engine_mode_flag=kwargs.get("engine_mode"),
         helper_image=kwargs.get("helper_image"),
+        check=check,
     )
 
 
@@ -808,8 +839,12 @@ def up(
 
     Each service sees exactly its secrets at /run/secrets/<target> (or its absolute target),
     read-only, from tmpfs, with the stack's uid/gid/mode. Every other argument goes to
-    `docker compose up`. In the foreground the secrets are wiped when compose exits;
-    with -d they stay until `devsecrets down`.
+    `docker compose up`. In the foreground it lasts while its services run (also after they
+    were restarted), and the secrets are wiped at the end unless a container of the project
+    still runs; with -d they stay until `devsecrets down`. Re-running `up -d` after a change
+    works as re-running `docker stack deploy`: a service whose secret sources changed (a new
+    versioned name, target or grant) is recreated; a new value under the same name is swapped
+    in place and its on-change policy applies.
 
     In the foreground, changes to the store (set, edit, git pull) and to the stack files reach
     the running containers at once: each file is replaced atomically. Per service, a change
@@ -838,13 +873,27 @@ def up(
             if session.choice is not None:
                 _say(session.choice.line())
             _say(_summary(session))
+            project = session.model.project
             if detached and not no_watch:
-                _say("detached; run `devsecrets watch` to follow store changes")
+                watch = _command(app, kwargs, "watch", project)
+                _say(f"detached; run `{watch}` to follow store changes")
             watching = None if detached or no_watch else _live(app, session, policies)
             hook = (lambda: start_watching(watching)) if watching else None
             live_values = watching.values if watching else {}
             masker = None if no_mask else _masker(lambda: {**session.values, **live_values})
-        return start_stack(session, compose_args, while_running=hook, masker=masker)
+        code = start_stack(
+            session,
+            compose_args,
+            while_running=hook,
+            masker=masker,
+            report=_say,
+            down_hint=_command(app, kwargs, "down", project),
+        )
+        if detached and code == 0:  # a re-run, as `docker stack deploy` is: Swarm's model
+            rerun = _live(app, session, policies)
+            rerun.catch_up()
+            rerun.close()
+        return code
 
 
 @cli.command()
@@ -858,13 +907,16 @@ def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
     Each change to a secret replaces its files atomically in the running containers and prints
     one line: `db_password changed → api, worker (restarted: worker)`. A file that fails to
     decrypt keeps its last good value. Stopping the watch leaves the stack running.
+
+    The project is found as compose finds it (-p, COMPOSE_PROJECT_NAME, the directory); if
+    none of its containers runs, watch says so and decrypts nothing.
     """
     from devsecrets.live import parse_cli_policies, start_watching
     from devsecrets.process import no_core_dumps, stop_signals
 
     no_core_dumps()
     policies = parse_cli_policies(on_change)
-    session = _prepare(app, kwargs)
+    session = _prepare(app, kwargs, running=True)
     live = _live(app, session, policies)
     live.catch_up()
     with stop_signals() as wait:

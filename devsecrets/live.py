@@ -9,14 +9,16 @@ value served.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from devsecrets import compose, engine_store, materialize
+from devsecrets import compose, engine_store, materialize, runtime_dir
 from devsecrets.errors import DevsecretsError, StackError, UsageProblem, reason
 from devsecrets.layout import Layout, plan
 from devsecrets.override import publish_override
@@ -79,13 +81,20 @@ class LiveStack:
         self.layout = session.layout
         self.blocks: Mapping[str, str] = session.blocks  # the override now on disk
         self.policies = policies(self.model.on_change, self.cli_policies)
-        # what the running containers were created with: `up` creates them from this render
-        self.applied_blocks: Mapping[str, str] = session.blocks
+        # what the running containers were created with: `up` creates them from this render;
+        # `watch` and a re-run `up -d` compare with what the last run recorded (catch_up)
+        self.applied_specs = service_specs(session.layout, session.blocks)
+        recorded = runtime_dir.read_state(session.project_dir).get("specs")
+        self.recorded_specs: dict[str, str] | None = (
+            recorded if isinstance(recorded, dict) else None
+        )
         # fixed for the session (the file list is resolved once), asked for on every event
         self.stack_files = self._stack_paths()
         # the stack asked for secrets the store lacked: re-plan when the store changes
         self.stack_pending = False
         self._missing: dict[str, tuple[str, ...]] = {}
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._serial = threading.Lock()  # one batch at a time, whichever thread runs it
         # restarts, signals and recreates run here, one at a time, never on the watch thread
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devsecrets-act")
@@ -111,12 +120,20 @@ class LiveStack:
         return path.resolve() in self.stack_files
 
     def catch_up(self) -> None:
-        """For `watch` on a stack started earlier: apply what changed since its last render."""
+        """For `watch` or a re-run `up -d` over a stack started earlier: apply what changed
+        since the last run recorded its specs, as Swarm would (changed sources: recreate;
+        changed values under the same names: swap in place, then the on-change policy)."""
         session = self.session
         with self._serial:
-            # no earlier render recorded: nothing to compare, the containers are what `up` made
-            changed = self._recreate(session.previous_blocks or session.blocks, session.blocks)
+            if self.recorded_specs is None or session.created_dir:
+                self.record()  # nothing earlier to compare: the containers are what up made
+                return
+            changed = self._recreate(self.recorded_specs, self.applied_specs)
             self._apply_values(session.written, skip=set(changed))
+
+    def record(self) -> None:
+        """Remember what the running containers were made from, for the next catch_up."""
+        runtime_dir.update_state(self.session.project_dir, specs=self.applied_specs)
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -195,16 +212,17 @@ class LiveStack:
     def _apply_layout(self, layout: Layout) -> list[str]:
         self.layout = layout
         _, self.blocks = publish_override(self.session.project_dir, layout, self.session.bind_root)
-        changed = self._recreate(self.applied_blocks, self.blocks)
+        changed = self._recreate(self.applied_specs, service_specs(layout, self.blocks))
         if not changed:
             self.report("stack changed → secrets updated in place")
         return changed
 
-    def _recreate(self, before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-        """Recreate the services whose mounts differ between two renders; returns them."""
+    def _recreate(self, before: Mapping[str, str], after: dict[str, str]) -> list[str]:
+        """Recreate the services whose secret specs differ (see service_specs); returns them."""
         changed = sorted(s for s in after if before.get(s) != after[s])
         changed += sorted(s for s in before if s not in after)  # no secrets any more
-        self.applied_blocks = after
+        self.applied_specs = after
+        self.record()
         if changed:
 
             def recreate() -> None:
@@ -263,8 +281,18 @@ class LiveStack:
                 job()
             except Exception as e:  # noqa: BLE001 - a bug here must not stop the watch
                 self.report(f"internal error ({e.__class__.__name__}); still watching")
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
 
+        with self._pending_lock:
+            self._pending += 1
         self._actions.submit(run)
+
+    def busy(self) -> bool:
+        """A restart, signal or recreate is pending or under way."""
+        with self._pending_lock:
+            return self._pending > 0
 
     def close(self) -> None:
         """Wait for the restarts and signals already decided."""
@@ -286,6 +314,24 @@ class LiveStack:
         return out.returncode == 0
 
 
+def service_specs(layout: Layout, blocks: Mapping[str, str]) -> dict[str, str]:
+    """Per service, a digest of its secret spec as Swarm sees it (each source, target, uid,
+    gid, mode) and of its mounts. When it changes, Swarm rolls out new tasks: we recreate.
+    A new value under the same names changes nothing here: it is swapped in place."""
+    grants: dict[str, list[list[Any]]] = {name: [] for name in blocks}
+    for service in layout.services:
+        grants[service.service] = sorted(
+            [f.store_name, f.grant.target, f.grant.uid, f.grant.gid, f.grant.mode]
+            for f in service.files
+        )
+    return {
+        name: hashlib.sha256(
+            json.dumps([blocks.get(name), specs], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        for name, specs in grants.items()
+    }
+
+
 def _describe(changed: Mapping[str, set[str]]) -> str:
     """`tls_cert, tls_key changed → nginx; x changed → api, worker`: names grouped by the
     services that see them."""
@@ -297,16 +343,26 @@ def _describe(changed: Mapping[str, set[str]]) -> str:
     )
 
 
-def start_watching(live: LiveStack) -> Callable[[], None]:
-    """Start the observer; returns the function that stops it."""
+def start_watching(live: LiveStack) -> Watching:
+    """Start the observer; returns what stops it."""
     from devsecrets.watch import Watcher
 
     watcher = Watcher(live.directories(), live.wanted, live.on_batch, report=live.report)
+    live.record()  # what runs now: the containers `up` made, or what catch_up applied
     watcher.start()
     live.on_batch(set())  # whatever changed before the observer ran (cheap when nothing did)
+    return Watching(watcher, live)
 
-    def stop() -> None:
-        watcher.stop()
-        live.close()
 
-    return stop
+class Watching:
+    """What `start_watching` returns: call it to stop; `busy()` while restarts are pending."""
+
+    def __init__(self, watcher: Any, live: LiveStack) -> None:
+        self.watcher, self.live = watcher, live
+
+    def __call__(self) -> None:
+        self.watcher.stop()
+        self.live.close()
+
+    def busy(self) -> bool:
+        return self.live.busy()

@@ -20,10 +20,11 @@ from devsecrets.layout import plan
 from devsecrets.mask import Masker
 from devsecrets.needs import missing_error
 from devsecrets.override import publish_override
-from devsecrets.process import Stopper, is_alive, run_foreground
+from devsecrets.process import Stopper, is_alive
 from devsecrets.project import open_project
 from devsecrets.runtime_dir import private_root
 from devsecrets.session import Session
+from devsecrets.stack import StackModel
 from devsecrets.tmpfs import is_memory_backed
 
 if TYPE_CHECKING:
@@ -45,14 +46,18 @@ def prepare(
     validate: bool = True,
     engine_mode_flag: str | None = None,
     helper_image: str | None = None,
+    check: Callable[[StackModel], None] | None = None,
 ) -> Session:
     """Everything before `compose up`: the secrets are on tmpfs and the override is written.
 
     `validate` runs `compose config` on the result; `up` skips it because compose checks the
-    override itself a moment later, and reports its own error."""
+    override itself a moment later, and reports its own error. `check` sees the model before
+    the store is read (`watch`: is the project running?)."""
     root = private_root(env, allow_disk=allow_disk, warn=warn)
     cache = root / runtime_dir.COMPOSE_CACHE
     project, model = open_project(options, cwd, env, need_engine=True, cache=cache)
+    if check is not None:
+        check(model)
     choice = engine_mode.choose(engine_mode_flag, env, root)
     store = store_factory()
     in_store = store.names()
@@ -137,9 +142,13 @@ def start_stack(
     *,
     while_running: Callable[[], Stopper | None] | None = None,
     masker: Masker | None = None,
+    report: Callable[[str], None] | None = None,
+    down_hint: str = "devsecrets down",
 ) -> int:
-    """`compose up ARGS` with the override. A foreground run wipes the secrets when it ends.
-    With a `masker`, compose's output passes through it (values shown as ****)."""
+    """`compose up ARGS` with the override. A foreground run lasts while its services run
+    (see foreground.py) and wipes the secrets when it ends, unless a container of the
+    project still runs. With a `masker`, compose's output passes through it (values shown
+    as ****)."""
     detached = compose.is_detached(args)
     argv = session.argv(["up", *args])
     if detached:
@@ -148,13 +157,19 @@ def start_stack(
         if code != 0 and session.created_dir:
             wipe(session.project_dir, session.model.project, session.env)
         return code
+    from devsecrets import foreground
+
+    say = report or (lambda line: None)
     try:  # a stop signal while the state is written wipes too
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
-        if masker is not None:
-            return mask.run_foreground(argv, session.env, session.cwd, masker, while_running)
-        return run_foreground(argv, session.env, session.cwd, while_running)
+        return foreground.run(session, args, while_running, say, masker)
     finally:
-        wipe(session.project_dir, session.model.project, session.env)
+        foreground.release(
+            session,
+            say,
+            down_hint,
+            lambda: wipe(session.project_dir, session.model.project, session.env),
+        )
         if session.held is not None:
             session.held.release()
 

@@ -200,20 +200,24 @@ def test_a_stack_edit_adds_a_grant_to_one_service_only(alice: User, running):
         {"source": "y", "target": "extra/y", "mode": 0o400}
     )
     run.write_stack()
+    # a new grant is a service update: Swarm rolls out a new task for b, and a keeps its own
+    run.wait(lambda: run.containers("b") not in ([], before["b"]), "b to be recreated")
     run.wait(lambda: run.exec("b", "cat /run/secrets/extra/y") == "y-value", "y to appear in b")
     assert run.exec("b", "stat -c %a /run/secrets/extra/y").strip() == "400"
     assert run.exec("a", "ls /run/secrets").split() == ["x"]
-    assert {s: run.containers(s) for s in ("a", "b")} == before  # appeared live, no recreate
+    assert run.containers("a") == before["a"]
+    b_now = run.containers("b")
 
-    # a new absolute target needs a new mount: only that service is recreated
+    # a new absolute target (a new mount): only that service is recreated
     run.stack["services"]["a"]["secrets"].append({"source": "y", "target": "/etc/app/y"})
     run.write_stack()
     run.wait(
         lambda: run.containers("a") != before["a"] and run.containers("a"), "a to be recreated"
     )
     run.wait(lambda: run.exec("a", "cat /etc/app/y") == "y-value", "y at its absolute target in a")
-    assert run.containers("b") == before["b"]
+    assert run.containers("b") == b_now
     err = run.stop()
+    assert "stack changed → b (recreated)" in err
     assert "stack changed → a (recreated)" in err
 
 
@@ -247,7 +251,7 @@ def test_watch_follows_a_detached_stack_and_leaves_it_running(
             check=False,
         )
         assert up.returncode == 0, up.stderr.decode()
-        assert "run `devsecrets watch`" in up.stderr.decode()
+        assert f"run `devsecrets watch -p {name}`" in up.stderr.decode()  # the exact command
         alice.run("set", "x", input=b"two")  # while nobody watches: applied when watch starts
         watch = subprocess.Popen(
             [*devsecrets_cmd(), "watch"],
@@ -296,5 +300,7 @@ def test_a_rotation_pulled_through_env_reaches_the_container(alice: User, runnin
     run.wait(
         lambda: run.exec("app", "cat /run/secrets/db_password") == "second", "the rotated value"
     )
-    assert run.containers("app") == before  # same path, same mount: swapped live
-    assert "db_password_v2 changed → app" in run.stop()
+    # a new versioned name is a new secret: as Swarm rolls out a new task, app is recreated
+    run.wait(lambda: run.containers("app") not in ([], before), "app to be recreated")
+    assert run.exec("app", "cat /run/secrets/db_password") == "second"
+    assert "stack changed → app (recreated)" in run.stop()

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
 import time
 
 import pytest
-from conftest import User
+from conftest import (
+    User,
+    compose_down,
+    devsecrets,
+    project_containers,
+    project_name,
+    start_foreground_up,
+    write_stack,
+)
 from test_live import running  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -115,7 +125,68 @@ def test_a_secret_stored_after_the_stack_asked_for_it_is_mounted_at_once(
     assert run.exec("app", "ls /run/secrets").split() == ["x"]
     alice.run("set", "y", input=b"y-value")  # no touch of the stack file after this
     run.wait(lambda: run.exec("app", "cat /run/secrets/y") == "y-value", "y to be mounted")
-    assert run.containers("app") == before  # in its /run/secrets directory: no recreate
+    # a new grant: a new task, as under Swarm
+    run.wait(lambda: run.containers("app") not in ([], before), "app to be recreated")
+    assert run.exec("app", "cat /run/secrets/y") == "y-value"
     err = run.stop()
     assert err.count("stack needs y, which the store lacks") == 1
     assert "(`devsecrets set y`)" in err
+
+
+def test_a_foreground_up_outlives_a_policy_restart_of_all_its_services(
+    alice: User,
+    running,  # noqa: F811
+    runtime_dir,
+):
+    alice.run("set", "x", input=b"one")
+    run = running(
+        {"app": {"command": ["sh", "-c", "echo boot; exec sleep 600"], "secrets": ["x"]}},
+        args=("--on-change", "app=restart"),
+    )
+    alice.run("set", "x", input=b"two")  # compose up stops attaching when app restarts
+    run.wait(lambda: run.logs("app").count("boot") == 2, "app to restart")
+    time.sleep(4)  # past compose up's exit and our restart grace
+    assert run.proc.poll() is None, "devsecrets up exited while its service runs"
+    assert run.exec("app", "cat /run/secrets/x") == "two"
+    alice.run("set", "x", input=b"three")  # still watching
+    run.wait(lambda: run.exec("app", "cat /run/secrets/x") == "three", "the next change")
+    err = run.stop()  # SIGTERM: stops app as compose up would, then wipes
+    assert "compose stopped following app (restarted); re-attaching their logs" in err
+    assert run.containers("app") == []
+    assert not (runtime_dir / run.name).exists()
+
+
+def test_stopping_a_foreground_up_keeps_the_secrets_of_detached_services(
+    alice: User, docker_engine: str, runtime_dir
+):
+    alice.run("set", "x", input=b"x-value")
+    name = project_name()
+    write_stack(
+        alice.project, docker_engine, {"api": {"secrets": ["x"]}, "worker": {"secrets": ["x"]}}
+    )
+    env = {**alice.subprocess_env(), "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
+           "COMPOSE_PROJECT_NAME": name}  # fmt: skip
+    try:
+        detached = devsecrets(["up", "-d"], cwd=alice.project, env=env)
+        assert detached.returncode == 0, detached.stderr.decode()
+        proc = start_foreground_up(alice.project, env, name, 2, "api")
+        state = runtime_dir / name / "state.json"
+        deadline = time.monotonic() + 60
+        while f'"pid": {proc.pid}' not in (state.read_text() if state.exists() else ""):
+            assert time.monotonic() < deadline and proc.poll() is None, "up never started"
+            time.sleep(0.1)
+        time.sleep(1.5)  # compose up is attached by now
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert "worker still running: their secrets stay until `devsecrets down -p " in err.decode()
+        (worker,) = project_containers(name, "worker")
+        restart = subprocess.run(["docker", "restart", "-t", "0", worker], capture_output=True)
+        assert restart.returncode == 0, restart.stderr.decode()  # its bind source still exists
+        read = subprocess.run(["docker", "exec", worker, "cat", "/run/secrets/x"],
+                              capture_output=True, check=False)  # fmt: skip
+        assert read.stdout == b"x-value"
+        down = devsecrets(["down"], cwd=alice.project, env=env)
+        assert down.returncode == 0
+        assert not (runtime_dir / name).exists()
+    finally:
+        compose_down(name, alice.project)

@@ -1,0 +1,224 @@
+"""A foreground `up` that lasts as long as its services run, and secrets that last as long as
+any container of the project uses them.
+
+Input: the session, `up`'s arguments, the watch starter, a line reporter. Output: compose's
+exit code. compose up runs as a child. It stops attaching once every container it follows has
+stopped, which a restart (an on-change policy, `docker restart`) also does; when that happens
+while those services run again, their logs are re-attached (`compose logs -f`) and the watch
+goes on, until they stop or a stop signal arrives (then they are stopped, as compose up does).
+At the end the runtime dir is wiped only if no container of the project runs any more:
+services started earlier with `up -d` keep their secrets until `devsecrets down`.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from devsecrets import mask, runtime_dir
+from devsecrets.errors import ComposeError, DevsecretsError
+
+if TYPE_CHECKING:
+    from devsecrets.mask import Masker
+    from devsecrets.session import Session
+
+Report = Callable[[str], None]
+# `compose up` options that take a value: whatever else is not an option names a service
+_WITH_VALUE = frozenset(
+    {"--attach", "--exit-code-from", "--no-attach", "--pull", "--scale", "-t", "--timeout"}
+    | {"--wait-timeout"}
+)
+RESTART_GRACE = 2.0  # how long a stopped service may take to come back from a restart
+
+
+def up_services(args: Sequence[str]) -> tuple[str, ...]:
+    """The services `compose up ARGS` was asked for; () means all of them."""
+    named: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            named.append(arg)
+    return tuple(named)
+
+
+def running_services(project: str, env: Mapping[str, str]) -> set[str] | None:
+    """Services of `project` with a running container; None when the engine cannot say."""
+    try:
+        out = subprocess.run(
+            ["docker", "ps", "--filter", f"label=com.docker.compose.project={project}",
+             "--format", '{{.Label "com.docker.compose.service"}}'],
+            capture_output=True, text=True, env=dict(env), timeout=60, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return {line for line in out.stdout.split() if line}
+
+
+class Child:
+    """Runs compose children in the foreground. SIGTERM and SIGHUP are forwarded; Ctrl-C on a
+    terminal already reaches the child (forwarding it again would be compose's second Ctrl-C,
+    "kill now"). Either way `stop` records that the user wants to stop."""
+
+    def __init__(self, env: Mapping[str, str], cwd: Path, masker: Masker | None = None) -> None:
+        self.env, self.cwd, self.masker = dict(env), cwd, masker
+        self.stop: int | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Child:
+        tty = sys.stdin.isatty()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.stop = self.stop or signum
+            child = self._child
+            if child is not None and child.poll() is None and not (tty and signum == 2):
+                child.send_signal(signum)
+
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def run(self, argv: Sequence[str], started: Callable[[], None] | None = None) -> int:
+        if self.stop is not None:  # asked to stop before this child began: do not start it
+            return 128 + self.stop
+        threads: list[Any] = []
+        if self.masker is not None:  # compose's output with current values shown as ****
+            self._child = mask.popen(argv, self.env, self.cwd)
+            threads = self.masker.attach(self._child)
+        else:
+            try:
+                self._child = subprocess.Popen(list(argv), env=self.env, cwd=self.cwd)
+            except OSError as e:
+                raise ComposeError(f"could not run {argv[0]}: {e.strerror}") from e
+        if self.stop is not None:  # the signal came while it was starting: pass it on
+            self._child.send_signal(self.stop)
+        try:
+            if started is not None:
+                started()
+            return self._child.wait()
+        finally:
+            if self._child.poll() is None:
+                self._child.terminate()
+                self._child.wait()
+            self._child = None
+            for thread in threads:
+                thread.join(timeout=10)
+
+
+def run(
+    session: Session,
+    args: Sequence[str],
+    while_running: Callable[[], Any] | None,
+    report: Report,
+    masker: Masker | None = None,
+) -> int:
+    """`compose up ARGS` in the foreground, then its services' logs for as long as they run
+    again after compose stopped following them. Returns compose up's exit code, or 128+N
+    when signal N stopped re-attached services."""
+    project = session.model.project
+    services = up_services(args)
+    stopper: Any = None
+
+    def start_watch() -> None:
+        nonlocal stopper
+        if while_running is not None:
+            stopper = while_running()
+
+    stop: int | None = None
+    try:
+        with Child(session.env, session.cwd, masker) as child:
+            code = child.run(session.argv(["up", *args]), started=start_watch)
+            since = _now()
+            while child.stop is None:
+                busy = getattr(stopper, "busy", lambda: False)
+                alive = _still_running(project, services, session.env, busy)
+                if not alive or child.stop is not None:
+                    break
+                names = sorted(alive)
+                report(
+                    f"compose stopped following {', '.join(names)} (restarted); "
+                    "re-attaching their logs, still watching"
+                )
+                child.run(session.argv(["logs", "-f", "--since", since, *names]))
+                since = _now()
+            stop = child.stop
+    finally:
+        if stopper is not None:
+            stopper()  # waits for restarts in flight: none may start a service after this
+    if stop is not None:
+        # as compose up does on Ctrl-C: what this up started stops (also when the signal cut
+        # compose short, or came while we followed re-attached logs)
+        running = running_services(project, session.env) or set()
+        alive = running if not services else running & set(services)
+        if alive:
+            subprocess.run(
+                session.argv(["stop", *sorted(alive)]), env=dict(session.env),
+                cwd=session.cwd, capture_output=True, check=False,
+            )  # fmt: skip
+        if code == 0:
+            code = 128 + stop
+    return code
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _still_running(
+    project: str, services: tuple[str, ...], env: Mapping[str, str], busy: Callable[[], bool]
+) -> set[str]:
+    """Ours of the project's running services, once restarts in flight have finished."""
+    deadline = time.monotonic() + 120
+    while busy() and time.monotonic() < deadline:  # our own restart is still under way
+        time.sleep(0.1)
+    grace = time.monotonic() + RESTART_GRACE
+    while True:
+        running = running_services(project, env) or set()
+        ours = running if not services else running & set(services)
+        if ours or time.monotonic() > grace:
+            return ours
+        time.sleep(0.2)
+
+
+def release(session: Session, report: Report, down_hint: str, wipe: Callable[[], None]) -> None:
+    """After a foreground run: wipe the secrets, unless a container of the project still
+    runs (started by `up -d`, or left running): then they stay, like a detached stack's."""
+    running = running_services(session.model.project, session.env)
+    if running:
+        runtime_dir.update_state(session.project_dir, detached=True)
+        report(
+            f"{', '.join(sorted(running))} still running: their secrets stay until `{down_hint}`"
+        )
+        return
+    wipe()  # the engine mode's helper and volume too, when the state records them
+
+
+class NotRunningError(DevsecretsError):
+    """`watch` over a project none of whose containers runs."""
+
+
+def require_running(project: str, env: Mapping[str, str], start_hint: str) -> None:
+    """`watch` follows a running stack: refuse before decrypting anything if none runs."""
+    running = running_services(project, env)
+    if running is not None and not running:
+        raise NotRunningError(
+            f"no container of project {project} is running; nothing to watch",
+            hint=f"start it with `{start_hint}`, or name the project with -p",
+        )
