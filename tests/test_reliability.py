@@ -4,7 +4,9 @@ writes RELIABILITY.md). The concurrent-writer check is shown to fail when the lo
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,24 @@ def rel():
     sys.modules["reliability"] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(autouse=True)
+def _remove_scratch_dirs(monkeypatch: pytest.MonkeyPatch):
+    """The scenarios make their runtime dirs on /dev/shm with mkdtemp; remove exactly the ones
+    this test made, so a test run leaves nothing behind there."""
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def recording(*args, **kwargs):
+        path = real(*args, **kwargs)
+        made.append(path)
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    yield
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
