@@ -36,6 +36,29 @@ def logged(tmp_path: Path) -> list[str]:
     return (tmp_path / "editor.log").read_text().split("\n")
 
 
+def wait_for_lines(path: Path, count: int = 3) -> None:
+    """Until the editor script has written `count` lines to `path`: it has started."""
+    deadline = time.monotonic() + 20
+    while not (path.exists() and len(path.read_text().splitlines()) >= count):
+        assert time.monotonic() < deadline, "editor never started"
+        time.sleep(0.05)
+
+
+def start_edit_with_core_dumps(
+    alice: User, env: dict[str, str], cwd: Path, **popen: bool
+) -> subprocess.Popen[bytes]:
+    """`devsecrets edit x` under `ulimit -c unlimited` in `cwd`, its stderr captured."""
+    return subprocess.Popen(
+        ["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", *devsecrets_cmd()]
+        + ["--store", str(alice.store), "edit", "x"],
+        env=env,
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        **popen,
+    )
+
+
 def test_edit_changes_the_value_via_a_tmpfs_copy(alice: User, tmp_path: Path):
     alice.run("set", "db_password", input=b"old")
     result = alice.run("edit", "db_password", env=editor(tmp_path, 'printf new > "$1"'))
@@ -93,19 +116,8 @@ def test_a_stop_signal_while_editing_removes_the_copy(alice: User, tmp_path: Pat
     env = {**alice.subprocess_env(), **editor(tmp_path, "exec sleep 30")}
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    proc = subprocess.Popen(
-        ["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", *devsecrets_cmd()]
-        + ["--store", str(alice.store), "edit", "x"],
-        env=env,
-        cwd=cwd,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    log = tmp_path / "editor.log"
-    deadline = time.monotonic() + 20
-    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
-        assert time.monotonic() < deadline, "editor never started"
-        time.sleep(0.05)
+    proc = start_edit_with_core_dumps(alice, env, cwd)
+    wait_for_lines(tmp_path / "editor.log")
     copy = Path(logged(tmp_path)[0])
     assert copy.read_bytes() == CANARY
     proc.send_signal(signum)
@@ -142,10 +154,7 @@ def test_the_editor_starts_with_no_blocked_signals_and_is_stopped_with_us(
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while not (state.exists() and len(state.read_text().splitlines()) >= 3):
-        assert time.monotonic() < deadline, "editor never started"
-        time.sleep(0.05)
+    wait_for_lines(state)
     blocked, _ignored, pid = state.read_text().splitlines()[:3]
     assert int(blocked.split()[1], 16) == 0, blocked
     proc.send_signal(signal.SIGTERM)
@@ -160,20 +169,8 @@ def test_a_crash_while_editing_leaves_no_core_file(alice: User, tmp_path: Path):
     env = {**alice.subprocess_env(), **editor(tmp_path, "exec sleep 30")}
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    proc = subprocess.Popen(
-        ["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", *devsecrets_cmd()]
-        + ["--store", str(alice.store), "edit", "x"],
-        env=env,
-        cwd=cwd,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log = tmp_path / "editor.log"
-    deadline = time.monotonic() + 20
-    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
-        assert time.monotonic() < deadline, "editor never started"
-        time.sleep(0.05)
+    proc = start_edit_with_core_dumps(alice, env, cwd, start_new_session=True)
+    wait_for_lines(tmp_path / "editor.log")
     proc.send_signal(signal.SIGSEGV)
     proc.wait(timeout=20)
     os.killpg(proc.pid, signal.SIGKILL)  # the editor
