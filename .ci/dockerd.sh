@@ -24,7 +24,11 @@ start() {
   plugin_dir=/usr/local/lib/docker/cli-plugins
   mkdir -p "$plugin_dir"
   compose_bin=$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
-  install -m 0755 "$compose_bin" "$plugin_dir/docker-compose"
+  # only when it differs: replacing it under another engine's running tests breaks them
+  if ! cmp -s "$compose_bin" "$plugin_dir/docker-compose"; then
+    install -m 0755 "$compose_bin" "$plugin_dir/docker-compose.new"
+    mv -f "$plugin_dir/docker-compose.new" "$plugin_dir/docker-compose"
+  fi
   docker compose version
   if ! docker image inspect devsecrets-test-busybox >/dev/null 2>&1; then
     ctx=$(mktemp -d)
