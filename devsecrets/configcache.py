@@ -227,14 +227,14 @@ def _lookup(key: str | None, root: Path | None) -> bytes | None:
 
 
 def _entries(root: Path) -> dict[str, object]:
-    from devsecrets import runtime_dir
+    from devsecrets import fdpath, runtime_dir
 
     try:
         fd = runtime_dir.open_owned(root)
     except Exception:  # noqa: BLE001 - no root, no cache
         return {}
     try:
-        raw = runtime_dir.read_file(fd, CACHE_FILE, limit=_MAX_SIZE)
+        raw = fdpath.read_file(fd, CACHE_FILE, limit=_MAX_SIZE)
     finally:
         os.close(fd)
     try:
@@ -245,7 +245,7 @@ def _entries(root: Path) -> dict[str, object]:
 
 
 def _remember(key: str, out: bytes, root: Path) -> None:
-    from devsecrets import runtime_dir
+    from devsecrets import fdpath, runtime_dir
 
     try:
         text = out.decode()
@@ -257,8 +257,8 @@ def _remember(key: str, out: bytes, root: Path) -> None:
             return
         fd = runtime_dir.open_owned(root)
         try:
-            runtime_dir.write_file(fd, CACHE_FILE, data)
+            fdpath.write_file(fd, CACHE_FILE, data)
         finally:
             os.close(fd)
-    except (OSError, UnicodeDecodeError, runtime_dir.UnsafePathError):
+    except (OSError, UnicodeDecodeError, fdpath.UnsafePathError):
         return  # only a cache: the next run asks compose again

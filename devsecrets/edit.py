@@ -16,7 +16,7 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from devsecrets import process, runtime_dir
+from devsecrets import fdpath, process, runtime_dir
 from devsecrets.errors import EditError, SecretNotFoundError
 from devsecrets.keys import Identities
 from devsecrets.store import MAX_VALUE_SIZE, Store, validate_name, validate_size
@@ -84,7 +84,7 @@ def _edited_copy(private_dir: Path, name: str, content: bytes, editor: list[str]
     with runtime_dir.scratch_dir(private_dir, "edit-") as (directory, dir_fd):
         # the copy keeps the secret's name, so editors pick a sensible mode
         try:
-            fd = os.open(name, runtime_dir.NEW_FILE, 0o600, dir_fd=dir_fd)
+            fd = os.open(name, fdpath.NEW_FILE, 0o600, dir_fd=dir_fd)
             with os.fdopen(fd, "wb") as out:
                 out.write(content)
         except OSError as e:
@@ -96,7 +96,7 @@ def _edited_copy(private_dir: Path, name: str, content: bytes, editor: list[str]
         if returncode != 0:
             raise EditError(f"editor exited with code {returncode}; nothing stored")
         try:
-            fd = os.open(name, runtime_dir.READ_FILE, dir_fd=dir_fd)
+            fd = os.open(name, fdpath.READ_FILE, dir_fd=dir_fd)
         except OSError as e:
             raise EditError(
                 f"the editor left no file to read back ({e.strerror}); nothing stored"

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from devsecrets import runtime_dir
+from devsecrets import fdpath, runtime_dir
 from devsecrets.atomic import write_at
 from devsecrets.errors import MaterializeError, reason
 from devsecrets.layout import Layout, MountedFile
@@ -193,5 +193,5 @@ def _remove_unexpected(dir_fd: int, relative: str, expected: set[str]) -> None:
 def write_text(project_dir: Path, name: str, text: str) -> Path:
     """Write a devsecrets-owned file (override, state) atomically at 0600."""
     with _project(project_dir) as top:
-        runtime_dir.write_file(top, name, text.encode())
+        fdpath.write_file(top, name, text.encode())
     return project_dir / name

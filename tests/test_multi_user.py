@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import IN_CI, User, devsecrets_cmd
 
-from devsecrets import runtime_dir
+from devsecrets import fdpath, runtime_dir
 from devsecrets.errors import DevsecretsError
 
 CANARY = b"canary-multiuser-3f0b"
@@ -142,8 +142,8 @@ def test_another_user_cannot_read_or_reuse_my_runtime_dir(people, place: Path):
     def materialize() -> str:
         root = runtime_dir.private_root({"DEVSECRETS_RUNTIME_DIR": str(given)})
         held = runtime_dir.hold(root / "shop")
-        fd = runtime_dir.open_dir(root / "shop")
-        runtime_dir.write_file(fd, "db_password", CANARY)
+        fd = fdpath.open_dir(root / "shop")
+        fdpath.write_file(fd, "db_password", CANARY)
         os.close(fd)
         held.release()
         return str(root)
@@ -223,10 +223,10 @@ def test_symlink_swaps_of_a_path_component_never_redirect_roots_writes(people, p
             try:
                 root = runtime_dir.private_root({"DEVSECRETS_RUNTIME_DIR": str(race / "rt")})
                 held = runtime_dir.hold(root / "p")
-                fd = runtime_dir.open_dir(root / "p")
+                fd = fdpath.open_dir(root / "p")
                 info = os.fstat(fd)
                 assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o700)
-                runtime_dir.write_file(fd, "value", CANARY)
+                fdpath.write_file(fd, "value", CANARY)
                 os.close(fd)
                 held.release()
                 assert runtime_dir.wipe(root / "p")
