@@ -1261,6 +1261,9 @@ def check_cmd(app: App, /, as_json: bool, no_engine: bool, **kwargs: Any) -> int
     help="A sops-encrypted file, one key per secret, decrypted by sops. Repeatable.",
 )
 @click.option("--delete", is_flag=True, help="Delete the imported plaintext files, no question.")
+@click.option(
+    "-y", "--yes", is_flag=True, help="Do not ask: delete the files and remove the .env lines."
+)
 @pass_app
 def import_cmd(
     app: App,
@@ -1269,12 +1272,15 @@ def import_cmd(
     dotenv: Path | None,
     sops_files: tuple[Path, ...],
     delete: bool,
+    yes: bool,
     **kwargs: Any,
 ) -> None:
     """Move plaintext secrets into the store: the stack's file: secrets, .env keys, sops files.
 
-    Then offers to delete the plaintext files (--delete: without asking) and adds them to
-    .gitignore. The stack keeps working: a store entry named like a file: secret wins.
+    Then offers to delete the plaintext files (--delete: without asking), adds them to
+    .gitignore, and offers to remove the imported lines from .env (the rest of the file stays
+    byte for byte; a key the stack still reads as ${KEY} stays). --yes: both, without asking.
+    The stack keeps working: a store entry named like a file: secret wins.
     Reports each secret by name, never its value.
 
     \b
@@ -1282,37 +1288,60 @@ def import_cmd(
       devsecrets import                         # ./secrets/*.txt named in the stack
       devsecrets import --env-key DB_PASSWORD --env-key STRIPE_KEY=stripe_api_key
       devsecrets import --sops secrets.enc.yaml
-      devsecrets import --delete                # in a script: no question
+      devsecrets import --yes                   # in a script: no question
     """
     from devsecrets import importer
     from devsecrets.errors import StackError
 
     sources: list[Any] = []
     stack_error, project_dir = None, app.cwd
+    stack_files: tuple[Path, ...] = ()
     try:
-        project_dir, sources = importer.stack_files(_options(kwargs), app.cwd, app.env)
+        project_dir, sources, stack_files = importer.stack_files(_options(kwargs), app.cwd, app.env)
     except StackError as e:
         stack_error = e
+    env_file = dotenv or project_dir / ".env"
     if env_keys:
-        sources += importer.dotenv_sources(dotenv or project_dir / ".env", env_keys)
+        sources += importer.dotenv_sources(env_file, env_keys)
     for path in sops_files:
         sources += importer.sops_sources(path, app.env)
     importer.require_some(sources, stack_error)
     for item in importer.import_sources(app.store(), app.identities(), sources):
         _say(f"{item.name}: {'imported' if item.changed else 'unchanged'} from {item.origin}")
     if env_keys:
-        _say("the .env lines stay: remove them from .env yourself once the stack reads the files")
+        _remove_from_dotenv(env_file, importer.dotenv_keys(env_keys), stack_files, yes)
     plaintext = [s.plaintext for s in sources if s.plaintext is not None]
     if not plaintext:
         return
     for entry in importer.ignore_in_git(plaintext, project_dir):
         _say(f"added {entry} to .gitignore")
     shown = ", ".join(str(p) for p in plaintext)
-    if delete or (sys.stdin.isatty() and click.confirm(f"delete {shown}?", err=True)):
+    if delete or yes or (sys.stdin.isatty() and click.confirm(f"delete {shown}?", err=True)):
         for path in importer.delete_plaintext(plaintext):
             _say(f"deleted {path}")
     else:
         _say(f"kept {shown}; delete them yourself, or run again with --delete")
+
+
+def _remove_from_dotenv(
+    env_file: Path, keys: list[str], stack_files: tuple[Path, ...], yes: bool
+) -> None:
+    """Offer to remove the imported keys from .env; keys the stack still reads stay."""
+    from devsecrets import importer
+
+    still = importer.still_read(keys, stack_files)
+    for key, where in still.items():
+        _say(f"kept {key} in {env_file.name}: {where} still reads ${{{key}}}")
+    removable = [k for k in keys if k not in still]
+    if not removable:
+        return
+    shown = ", ".join(removable)
+    question = f"remove {shown} from {env_file}?"
+    if yes or (sys.stdin.isatty() and click.confirm(question, err=True)):
+        for key in importer.remove_dotenv_keys(env_file, removable):
+            _say(f"removed {key} from {env_file.name}")
+    else:
+        _say(f"kept {shown} in {env_file.name}; remove them yourself, or run again with --yes")
 
 
 def _summary(session: Session) -> str:

@@ -263,7 +263,7 @@ def _dotenv(options: ComposeOptions, base: Path, env: Mapping[str, str]) -> dict
     values: dict[str, str] = {}
     for path in paths:
         try:
-            lines = path.read_text().splitlines()
+            lines = path.read_text(errors="replace").splitlines()
         except OSError:
             continue
         for line in lines:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devsecrets.atomic import write_at
 from devsecrets.errors import DevsecretsError, StackError, UsageProblem
 from devsecrets.store import MAX_VALUE_SIZE, validate_name
 
@@ -51,8 +52,9 @@ class Imported:
 
 def stack_files(
     options: ComposeOptions, cwd: Path, env: Mapping[str, str]
-) -> tuple[Path, list[Source]]:
-    """The stack's `file:` secrets: (project directory, sources). StackError if no stack."""
+) -> tuple[Path, list[Source], tuple[Path, ...]]:
+    """The stack's `file:` secrets: (project directory, sources, stack files). StackError if
+    there is no stack."""
     from devsecrets.project import open_project
     from devsecrets.stack import SourceKind
 
@@ -66,7 +68,7 @@ def stack_files(
         path = path if path.is_absolute() else project_dir / path
         shown = _shown(path, project_dir)
         sources.append(Source(validate_name(key), read_plain(path), shown, plaintext=path))
-    return project_dir, sources
+    return project_dir, sources, tuple(project.files)
 
 
 def _shown(path: Path, base: Path) -> str:
@@ -76,12 +78,16 @@ def _shown(path: Path, base: Path) -> str:
         return str(path)
 
 
-def read_plain(path: Path) -> bytes:
-    """A plaintext secret file: a regular file, not a symlink, within Swarm's size limit."""
+def _open_regular(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         raise ImportProblem(f"cannot read {path}: {e.strerror}") from e
+
+
+def read_plain(path: Path) -> bytes:
+    """A plaintext secret file: a regular file, not a symlink, within Swarm's size limit."""
+    fd = _open_regular(path)
     with os.fdopen(fd, "rb") as source:
         info = os.fstat(source.fileno())
         if not stat.S_ISREG(info.st_mode):
@@ -105,6 +111,70 @@ def dotenv_sources(path: Path, keys: Sequence[str]) -> list[Source]:
     if missing:
         raise UsageProblem(f"{path} has no {', '.join(missing)}")
     return [Source(wanted[k], found[k], f"{path.name}: {k}") for k in wanted]
+
+
+def dotenv_keys(specs: Sequence[str]) -> list[str]:
+    """The .env keys named by `KEY` or `KEY=name` specs."""
+    return [spec.partition("=")[0] for spec in specs]
+
+
+def still_read(keys: Sequence[str], stack_files: Sequence[Path]) -> dict[str, str]:
+    """Keys a stack file still interpolates (`$KEY`, `${KEY}`, `${KEY:-…}`): key -> file
+    name. Removing such a key from .env would silently give the service an empty value."""
+    found: dict[str, str] = {}
+    for path in stack_files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for key in keys:
+            reference = rf"(?<!\$)\$\{{?{re.escape(key)}\b"  # `$$KEY` is a literal `$KEY`
+            if key not in found and re.search(reference, text):
+                found[key] = path.name
+    return found
+
+
+def remove_dotenv_keys(path: Path, keys: Sequence[str]) -> list[str]:
+    """Remove every line assigning one of `keys` from the .env file, atomically; every other
+    line, comment and byte stays as it was (line endings too), and so does the file's mode.
+    Returns the keys removed. A line whose quoted value continues on the next line is refused:
+    removing only its first line would corrupt the file."""
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as source:
+        info = os.fstat(source.fileno())
+        data = source.read()
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        raise ImportProblem(f"{path} is not a regular file of yours; nothing removed")
+    kept, removed = [], []
+    for line in re.split(b"(?<=\n)", data):  # each line with its own line ending
+        text = line.decode(errors="surrogateescape").rstrip("\r\n")
+        match = _DOTENV_LINE.match(text)
+        if match and match[1] in keys:
+            if _unclosed(match[2]):
+                raise ImportProblem(
+                    f"{path}: the value of {match[1]} spans lines; remove it yourself"
+                )
+            removed.append(match[1])
+            continue
+        kept.append(line)
+    if not removed:
+        return []
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        now = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+            raise ImportProblem(f"{path} changed while it was read; nothing removed")
+        write_at(dir_fd, path.name, b"".join(kept), mode=stat.S_IMODE(info.st_mode), umask=False)
+    except OSError as e:
+        raise ImportProblem(f"cannot rewrite {path}: {e.strerror}") from e
+    finally:
+        os.close(dir_fd)
+    return sorted(set(removed), key=removed.index)
+
+
+def _unclosed(raw: str) -> bool:
+    quote = raw[:1]
+    return quote in ("'", '"') and raw.find(quote, 1) == -1
 
 
 def _key_and_name(spec: str) -> tuple[str, str]:

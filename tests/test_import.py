@@ -3,11 +3,13 @@ store, reported by name; plaintext deleted only when confirmed; .gitignore updat
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import User, devsecrets, run_sops, write_stack
+from conftest import User, devsecrets, devsecrets_cmd, run_sops, write_stack
 
 CANARY = b"canary-import-61f0"
 pytestmark = pytest.mark.docker  # the stack is read by `docker compose config`
@@ -90,7 +92,7 @@ def test_env_keys(alice: User, compose_cli):
     assert "stripe_key: imported from .env: STRIPE" in out
     assert alice.run("get", "db_password").stdout == CANARY
     assert alice.run("get", "stripe_key").stdout == b"sk_1"
-    assert "remove them from .env yourself" in out
+    assert "kept DB_PASSWORD, STRIPE in .env; remove them yourself" in out
     missing_code, missing = run_import(alice, "--env-key", "NOPE")
     assert missing_code == 2
     assert "has no NOPE" in missing
@@ -119,3 +121,98 @@ def test_nothing_to_import_is_one_line(alice: User, compose_cli):
     code, out = run_import(alice)
     assert code == 1
     assert "no compose or stack file" in out
+
+
+DOTENV = (
+    b"# team settings\r\n"
+    b"COMPOSE_PROJECT_NAME=x\r\n"
+    b"export DB_PASSWORD='" + CANARY + b"' # moved\n"
+    b"\n"
+    b"  STRIPE=sk_1 # live\n"
+    b"DB_PASSWORD=" + CANARY + b"\n"  # a second assignment: both lines go
+    b"TAIL=\xff\xfe no newline"
+)
+LEFT = (
+    b"# team settings\r\nCOMPOSE_PROJECT_NAME=x\r\n\n  STRIPE=sk_1 # live\nTAIL=\xff\xfe no newline"
+)
+
+
+def test_env_keys_removed_with_yes_every_other_byte_kept(alice: User, compose_cli):
+    dotenv = alice.project / ".env"
+    dotenv.write_bytes(DOTENV)
+    dotenv.chmod(0o640)
+    code, out = run_import(alice, "--env-key", "DB_PASSWORD", "--yes")
+    assert code == 0, out
+    assert "removed DB_PASSWORD from .env" in out
+    assert dotenv.read_bytes() == LEFT
+    assert dotenv.stat().st_mode & 0o777 == 0o640
+    assert alice.run("get", "db_password").stdout == CANARY
+    assert [p.name for p in alice.project.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_env_keys_stay_without_yes_and_without_a_terminal(alice: User, compose_cli):
+    dotenv = alice.project / ".env"
+    dotenv.write_bytes(DOTENV)
+    code, out = run_import(alice, "--env-key", "DB_PASSWORD")
+    assert code == 0, out
+    assert "kept DB_PASSWORD in .env" in out and "--yes" in out
+    assert dotenv.read_bytes() == DOTENV
+
+
+@pytest.mark.parametrize(("answer", "removed"), [(b"y\n", True), (b"n\n", False)])
+def test_env_keys_removed_when_confirmed_on_a_terminal(alice: User, compose_cli, answer, removed):
+    dotenv = alice.project / ".env"
+    dotenv.write_bytes(DOTENV)
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer)
+        result = subprocess.run(
+            [*devsecrets_cmd(), "import", "--env-key", "DB_PASSWORD"],
+            stdin=follower,
+            capture_output=True,
+            cwd=alice.project,
+            env=alice.subprocess_env(),
+            timeout=120,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    out = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0, out
+    assert CANARY.decode() not in out
+    assert "remove DB_PASSWORD from" in out
+    assert dotenv.read_bytes() == (LEFT if removed else DOTENV)
+
+
+def test_a_key_the_stack_still_reads_stays_in_env(alice: User, compose_cli):
+    dotenv = alice.project / ".env"
+    dotenv.write_bytes(b"DB_PASSWORD=" + CANARY + b"\nSTRIPE=sk_1\n")
+    write_stack(alice.project, "busybox", {"api": {"environment": {"PW": "${DB_PASSWORD:-x}"}}}, {})
+    code, out = run_import(
+        alice, "--env-key", "DB_PASSWORD", "--env-key", "STRIPE=stripe_key", "--yes"
+    )
+    assert code == 0, out
+    assert "kept DB_PASSWORD in .env: docker-stack.yml still reads ${DB_PASSWORD}" in out
+    assert "removed STRIPE from .env" in out
+    assert dotenv.read_bytes() == b"DB_PASSWORD=" + CANARY + b"\n"
+
+
+def test_a_multi_line_value_or_a_symlinked_env_is_not_rewritten(alice: User, tmp_path: Path):
+    from devsecrets.importer import ImportProblem, remove_dotenv_keys, still_read
+
+    dotenv = alice.project / ".env"
+    dotenv.write_bytes(b'KEY="line one\nline two"\nOTHER=1\n')
+    with pytest.raises(ImportProblem, match="spans lines"):
+        remove_dotenv_keys(dotenv, ["KEY"])
+    assert dotenv.read_bytes() == b'KEY="line one\nline two"\nOTHER=1\n'
+    real = tmp_path / "real.env"
+    real.write_bytes(b"KEY=v\n")
+    dotenv.unlink()
+    dotenv.symlink_to(real)
+    with pytest.raises(ImportProblem, match="cannot read"):
+        remove_dotenv_keys(dotenv, ["KEY"])
+    assert real.read_bytes() == b"KEY=v\n" and dotenv.is_symlink()
+    assert remove_dotenv_keys(real, ["NOPE"]) == []
+    stack = tmp_path / "compose.yaml"
+    stack.write_text("x: $KEY_LONGER $$KEY ${OTHER}\n")
+    assert still_read(["KEY", "OTHER"], [stack]) == {"OTHER": "compose.yaml"}
