@@ -818,6 +818,13 @@ def _live(app: App, session: Session, on_change: Mapping[str, Policy]) -> LiveSt
     return LiveStack(session, app.store(), app.identities(), on_change, report=_say)
 
 
+def _redeploy(app: App, session: Session, on_change: Mapping[str, Policy]) -> Callable[[], None]:
+    """What a re-run of up applies over containers an earlier run left (Swarm's model)."""
+    from devsecrets.live import redeploy
+
+    return lambda: redeploy(session, app.store(), app.identities(), on_change, _say)
+
+
 @cli.command(context_settings=PASSTHROUGH)
 @compose_options
 @engine_options
@@ -841,10 +848,10 @@ def up(
     read-only, from tmpfs, with the stack's uid/gid/mode. Every other argument goes to
     `docker compose up`. In the foreground it lasts while its services run (also after they
     were restarted), and the secrets are wiped at the end unless a container of the project
-    still runs; with -d they stay until `devsecrets down`. Re-running `up -d` after a change
-    works as re-running `docker stack deploy`: a service whose secret sources changed (a new
-    versioned name, target or grant) is recreated; a new value under the same name is swapped
-    in place and its on-change policy applies.
+    still runs; with -d they stay until `devsecrets down`. Re-running `up` or `up -d` after a
+    change works as re-running `docker stack deploy`: a running service whose secret sources
+    changed (a new versioned name, target or grant) is recreated; a new value under the same
+    name is swapped in place and its on-change policy applies.
 
     In the foreground, changes to the store (set, edit, git pull) and to the stack files reach
     the running containers at once: each file is replaced atomically. Per service, a change
@@ -888,11 +895,8 @@ def up(
             masker=masker,
             report=_say,
             down_hint=_command(app, kwargs, "down", project),
+            redeploy=_redeploy(app, session, policies),  # as a re-run `docker stack deploy`
         )
-        if detached and code == 0:  # a re-run, as `docker stack deploy` is: Swarm's model
-            rerun = _live(app, session, policies)
-            rerun.catch_up()
-            rerun.close()
         return code
 
 
@@ -988,7 +992,8 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwa
     devsecrets compose -f stack.yml logs -f api. In `logs` and `up`, any secret value you
     can decrypt is shown as **** (values under 4 bytes are not masked).
 
-    `compose up` in the foreground wipes the secrets when compose exits, like `up --no-watch`.
+    `compose up` in the foreground wipes the secrets when compose exits, like `up --no-watch`;
+    `compose up [-d]` over running containers applies what changed as `up` does.
     """
     from devsecrets import compose
     from devsecrets.pipeline import run_passthrough, start_stack
@@ -998,7 +1003,8 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwa
         with plaintext_guard():
             session = _prepare(app, kwargs, validate=False)
             masker = None if no_mask else _masker(lambda: session.values)
-            return start_stack(session, compose_args[1:], masker=masker)
+            redeploy = _redeploy(app, session, {})  # Swarm's model, as `up` applies it
+            return start_stack(session, compose_args[1:], masker=masker, redeploy=redeploy)
     if compose_args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first
         with plaintext_guard():
             session = _prepare(app, kwargs)

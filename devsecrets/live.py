@@ -129,7 +129,9 @@ class LiveStack:
                 self.record()  # nothing earlier to compare: the containers are what up made
                 return
             changed = self._recreate(self.recorded_specs, self.applied_specs)
-            self._apply_values(session.written, skip=set(changed))
+            running = self._running()  # a stopped service is not started by a new value
+            skip = set(changed) | (set() if running is None else set(self.blocks) - running)
+            self._apply_values(session.written, skip=skip)
 
     def record(self) -> None:
         """Remember what the running containers were made from, for the next catch_up."""
@@ -226,12 +228,22 @@ class LiveStack:
         if changed:
 
             def recreate() -> None:
-                ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *changed])
-                outcome = "recreated" if ok else "recreate failed"
-                self.report(f"stack changed → {', '.join(changed)} ({outcome})")
+                running = self._running()  # one not running gets the new spec when started
+                now = [s for s in changed if running is None or s in running]
+                if now:
+                    ok = self._compose(["up", "-d", "--no-deps", "--force-recreate", *now])
+                    outcome = "recreated" if ok else "recreate failed"
+                    self.report(f"stack changed → {', '.join(now)} ({outcome})")
+                if later := [s for s in changed if s not in now]:
+                    self.report(f"stack changed → {', '.join(later)} (not running)")
 
             self._later(recreate)
         return changed
+
+    def _running(self) -> set[str] | None:
+        from devsecrets.foreground import running_services
+
+        return running_services(self.session.model.project, self.session.env)
 
     def _apply_values(self, written: Sequence[materialize.Written], skip: set[str]) -> None:
         """One batch: every file is already swapped. Each service gets at most one restart or
@@ -341,6 +353,22 @@ def _describe(changed: Mapping[str, set[str]]) -> str:
     return "; ".join(
         f"{', '.join(names)} changed → {', '.join(services)}" for services, names in groups.items()
     )
+
+
+def redeploy(
+    session: Session,
+    store: Store,
+    identities: Identities,
+    cli_policies: Mapping[str, Policy],
+    report: Report,
+) -> None:
+    """A re-run of `up` over a stack that may have changed since the last run, as a re-run
+    of `docker stack deploy`: see LiveStack.catch_up. Returns once it is applied."""
+    live = LiveStack(session, store, identities, cli_policies, report)
+    try:
+        live.catch_up()
+    finally:
+        live.close()
 
 
 def start_watching(live: LiveStack) -> Watching:

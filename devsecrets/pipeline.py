@@ -144,15 +144,19 @@ def start_stack(
     masker: Masker | None = None,
     report: Callable[[str], None] | None = None,
     down_hint: str = "devsecrets down",
+    redeploy: Callable[[], None] | None = None,
 ) -> int:
     """`compose up ARGS` with the override. A foreground run lasts while its services run
     (see foreground.py) and wipes the secrets when it ends, unless a container of the
     project still runs. With a `masker`, compose's output passes through it (values shown
-    as ****)."""
+    as ****). `redeploy` runs first, detached or not: over containers an earlier run left
+    running, it applies what changed since (live.redeploy: Swarm's model)."""
     detached = compose.is_detached(args)
     argv = session.argv(["up", *args])
     if detached:
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
+        if redeploy is not None:
+            redeploy()
         code = compose.run(argv, session.env, session.cwd)
         if code != 0 and session.created_dir:
             wipe(session.project_dir, session.model.project, session.env)
@@ -162,6 +166,8 @@ def start_stack(
     say = report or (lambda line: None)
     try:  # a stop signal while the state is written wipes too
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
+        if redeploy is not None:
+            redeploy()
         return foreground.run(session, args, while_running, say, masker)
     finally:
         foreground.release(

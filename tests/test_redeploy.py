@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import (
+    Lines,
     User,
     compose_down,
     devsecrets,
@@ -160,3 +161,93 @@ def test_watch_catches_up_with_a_stack_changed_while_nobody_watched(
         watch.send_signal(signal.SIGTERM)
         _, err = watch.communicate(timeout=60)
     assert "stack changed → app (recreated)" in err.decode()
+
+
+def _two_service_stack(alice: User, image: str, version: str) -> None:
+    """`app` reads a versioned secret (a new version is a new source: new containers);
+    `web` reads `tls` (a new value under the same name: in place, then `web` restarts)."""
+    boot = ["sh", "-c", "echo boot; exec sleep 600"]
+    write_stack(
+        alice.project,
+        image,
+        {"app": {"command": boot, "secrets": ["db"]}, "web": {"command": boot, "secrets": ["tls"]}},
+        {
+            "secrets": {"db": {"external": True, "name": f"db_{version}"}},
+            "x-devsecrets": {"on-change": {"app": "restart", "web": "restart"}},
+        },
+    )
+
+
+def _changed_while_up_d(alice: User, image: str, env, first: list[str]) -> tuple[str, str]:
+    """`FIRST` (an up -d) over the v2 stack, then v3 and a new tls value while nobody
+    watches. Returns the ids of app's and web's containers."""
+    alice.run("set", "db_v2", input=b"two")
+    alice.run("set", "db_v3", input=b"three")
+    alice.run("set", "tls", input=b"tls-one")
+    _two_service_stack(alice, image, "v2")
+    name = env["COMPOSE_PROJECT_NAME"]
+    started = devsecrets(first, cwd=alice.project, env=env)
+    assert started.returncode == 0, started.stderr.decode()
+    ids = (_app_id(name), *project_containers(name, "web"))
+    _two_service_stack(alice, image, "v3")
+    alice.run("set", "tls", input=b"tls-two")
+    return ids  # type: ignore[return-value]
+
+
+def _assert_swarms_model(name: str, app_before: str, web_before: str, err: str) -> None:
+    assert "stack changed → app (recreated)" in err
+    assert "tls changed → web (restarted: web)" in err
+    app_after = _app_id(name)
+    assert app_after != app_before  # new containers for new sources
+    assert _read(app_after, "/run/secrets/db") == b"three"
+    assert project_containers(name, "web") == [web_before]  # same container, restarted
+    assert _read(web_before, "/run/secrets/tls") == b"tls-two"
+    logs = subprocess.run(["docker", "logs", web_before], capture_output=True, text=True).stdout
+    assert logs.split() == ["boot", "boot"]
+
+
+def test_a_foreground_up_over_a_stack_changed_under_up_d_applies_swarms_model(
+    alice: User, docker_engine: str, env
+):
+    name = env["COMPOSE_PROJECT_NAME"]
+    app_before, web_before = _changed_while_up_d(alice, docker_engine, env, ["up", "-d"])
+    up = subprocess.Popen(
+        [*devsecrets_cmd(), "up", "--no-mask"], cwd=alice.project, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    lines = Lines(up.stderr)
+    try:
+        lines.wait_for("stack changed → app")
+        lines.wait_for("tls changed → web")
+        _assert_swarms_model(name, app_before, web_before, "".join(lines.lines))
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+
+
+def test_compose_up_d_applies_swarms_model_like_up_d(alice: User, docker_engine: str, env):
+    name = env["COMPOSE_PROJECT_NAME"]
+    app_before, web_before = _changed_while_up_d(alice, docker_engine, env, ["compose", "up", "-d"])
+    again = devsecrets(["compose", "up", "-d"], cwd=alice.project, env=env)
+    assert again.returncode == 0, again.stderr.decode()
+    _assert_swarms_model(name, app_before, web_before, again.stderr.decode())
+
+
+def test_a_rerun_starts_no_service_that_was_not_running(alice: User, docker_engine: str, env):
+    alice.run("set", "db_v2", input=b"two")
+    alice.run("set", "db_v3", input=b"three")
+    alice.run("set", "tls", input=b"tls-one")
+    _two_service_stack(alice, docker_engine, "v2")
+    name = env["COMPOSE_PROJECT_NAME"]
+    assert devsecrets(["up", "-d", "web"], cwd=alice.project, env=env).returncode == 0
+    (web,) = project_containers(name, "web")
+    _two_service_stack(alice, docker_engine, "v3")  # app's source changes; app never ran
+    subprocess.run(["docker", "stop", web], capture_output=True, check=True)
+    alice.run("set", "tls", input=b"tls-two")  # web's policy is restart; web is stopped
+    again = devsecrets(["up", "-d", "--no-start", "web"], cwd=alice.project, env=env)
+    assert again.returncode == 0, again.stderr.decode()
+    err = again.stderr.decode()
+    assert "stack changed → app (not running)" in err
+    assert "restarted" not in err
+    assert project_containers(name) == []  # nothing started: not app, not web
+    assert project_containers(name, "app", stopped=True) == []
