@@ -11,7 +11,7 @@ Timing: from just before spawning the process to its exit with output drained (b
 devsecrets runs from a normal (non-editable) install in a venv; see bench/_common.py.
 Floors, timed in the same loop: `python3 -c pass`, `python3 -I -S -c pass`, and a process that
 only imports AESGCM and pyrage (what any Python get must load).
-Usage: python3 bench/bench_get.py [--runs N] [--batch-runs N]
+Usage: python3 bench/bench_get.py [--runs N] [--batch-runs N] [--only get,set,batch]
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=31)
     parser.add_argument("--batch-runs", type=int, default=7)
+    parser.add_argument(
+        "--only", default="get,set,batch", help="comma-separated: get, set, batch (default all)"
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
     bindir = _common.normal_install()
     devsecrets, sops = str(bindir / "devsecrets"), _common.real_sops()
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,13 +110,17 @@ def main() -> None:
         # get first: `set` changes the value, and `get` checks what it prints
         get_names = ["devsecrets get", "sops decrypt --extract"]
         floors = [n for n in contestants if n.startswith("floor")]
-        samples = _common.paired({n: contestants[n] for n in get_names + floors}, args.runs)
-        _common.report(samples)
-        _common.ratio(samples, "devsecrets get", "sops decrypt --extract", "<= 2.0")
-        set_names = ["devsecrets set", "sops set --value-stdin"]
-        set_samples = _common.paired({n: contestants[n] for n in set_names}, args.runs)
-        _common.report(set_samples)
-        _common.ratio(set_samples, "devsecrets set", "sops set --value-stdin", "<= 2.5")
+        if "get" in only:
+            samples = _common.paired({n: contestants[n] for n in get_names + floors}, args.runs)
+            _common.report(samples)
+            _common.ratio(samples, "devsecrets get", "sops decrypt --extract", "<= 2.0")
+        if "set" in only:
+            set_names = ["devsecrets set", "sops set --value-stdin"]
+            set_samples = _common.paired({n: contestants[n] for n in set_names}, args.runs)
+            _common.report(set_samples)
+            _common.ratio(set_samples, "devsecrets set", "sops set --value-stdin", "<= 2.5")
+        if "batch" not in only:
+            return
 
         # batch
         subprocess.run(

@@ -301,7 +301,7 @@ def set_(
       pass show shop/db | devsecrets set db_password   # stdin from another command
       devsecrets set --from-file tls_cert=cert.pem --from-file tls_key=key.pem  # together
     """
-    from devsecrets.process import no_core_dumps
+    from devsecrets.coredump import no_core_dumps
     from devsecrets.store import validate_name
 
     no_core_dumps()
@@ -378,8 +378,8 @@ def get(app: App, names: tuple[str, ...], as_json: bool) -> None:
       devsecrets get db_password
       devsecrets get --json db_password api_token | jq -r .api_token
     """
+    from devsecrets.coredump import no_core_dumps
     from devsecrets.fastget import json_mapping
-    from devsecrets.process import no_core_dumps
 
     no_core_dumps()
     if len(names) > 1 and not as_json:

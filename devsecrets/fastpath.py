@@ -46,8 +46,8 @@ def _get_args(args: list[str]) -> tuple[list[str], bool] | None:
 
 
 def _get(store_option: str | None, names: list[str], as_json: bool) -> int:
+    from devsecrets.coredump import no_core_dumps
     from devsecrets.fastget import json_mapping, read_values
-    from devsecrets.process import no_core_dumps
 
     no_core_dumps()  # as the full CLI's get: no core file with a value in it
 

@@ -1,19 +1,16 @@
 """Processes and signals: the plaintext guard, the foreground child, `watch`'s stop.
 
 The guard: a process holding secret values leaves none behind when it stops. Core dumps off
-for this process and its children (`RLIMIT_CORE` 0, and `PR_SET_DUMPABLE` 0 so not even a
-core_pattern pipe gets one), and SIGINT, SIGTERM, SIGHUP and SIGQUIT turned into
-`Interrupted`, which unwinds through the callers' `finally` blocks that wipe the runtime files.
-The foreground child (compose, `run`'s command) gets TERM/HUP forwarded and is waited for, so
-cleanup runs after it stopped. Never prints.
+for this process and its children (`coredump.no_core_dumps`, re-exported here), and SIGINT,
+SIGTERM, SIGHUP and SIGQUIT turned into `Interrupted`, which unwinds through the callers'
+`finally` blocks that wipe the runtime files. The foreground child (compose, `run`'s command)
+gets TERM/HUP forwarded and is waited for, so cleanup runs after it stopped. Never prints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -23,10 +20,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+from devsecrets.coredump import no_core_dumps as no_core_dumps  # re-exported
 from devsecrets.errors import ComposeError, reason
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-_PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
 
 class Interrupted(KeyboardInterrupt):
@@ -35,19 +32,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-def no_core_dumps() -> None:
-    """No core file with a value in it, from us or from the editor we start. Where the
-    platform cannot say so (no prctl, a container's seccomp), carry on: best effort."""
-    # The soft limit only: it is inherited by the editor and compose, and unlike a hard limit
-    # of 0 it does not cripple for good a process that embeds us (a test runner) when it
-    # later starts something that wants `ulimit -c`. Our own dumps are off by the flag below.
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # not inherited across exec; we are covered
 
 
 @contextlib.contextmanager

@@ -246,3 +246,32 @@ def test_get_imports_neither_yaml_nor_click(alice: User):
     )
     assert proc.stdout == CANARY
     assert proc.stderr.decode().strip() == "[]"
+
+
+# Runs the lean command in-process (the console script would leave by os._exit), then reports
+# the core-dump settings it left and whether it stayed off the full CLI.
+GUARD_PROBE = (
+    "import ctypes, resource, sys; from devsecrets.entry import main; "
+    "code = main(sys.argv[1:]); sys.stdout.flush(); "
+    "print('', resource.getrlimit(resource.RLIMIT_CORE)[0], ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),"
+    " 'click' in sys.modules, code, file=sys.stderr)"
+)
+
+
+def guard_probe(user: User, *args: str, stdin: bytes | None = None) -> list[str]:
+    """(soft core limit, PR_GET_DUMPABLE, click imported, exit code) after the command ran."""
+    proc = subprocess.run(
+        ["sh", "-c", 'ulimit -c unlimited && exec "$@"', "sh", sys.executable, "-c", GUARD_PROBE]
+        + ["--store", str(user.store), *args],
+        env=user.subprocess_env(),
+        input=stdin,
+        capture_output=True,
+        check=False,
+    )
+    assert CANARY.decode() not in proc.stderr.decode()
+    return proc.stderr.decode().splitlines()[-1].split()
+
+
+def test_the_lean_get_turns_core_dumps_off_before_it_reads(alice: User):
+    alice.run("set", "a", input=CANARY)
+    assert guard_probe(alice, "get", "a") == ["0", "0", "False", "0"]
