@@ -210,14 +210,26 @@ def remove_tree(parent: int, name: str) -> None:
 
 
 def shred_all(dir_fd: int) -> None:
-    """Overwrite the regular files in `dir_fd` before they are unlinked: keeps the bytes out
-    of a later page reuse."""
+    """Overwrite our regular files in `dir_fd` before they are unlinked: keeps the bytes out
+    of a later page reuse. A read-only file of ours (0400) is made writable first."""
     for name in os.listdir(dir_fd):
         with contextlib.suppress(OSError):
-            fd = os.open(name, _WRITE, dir_fd=dir_fd)
-            try:
-                info = os.fstat(fd)
-                if stat.S_ISREG(info.st_mode):
-                    os.write(fd, b"\0" * info.st_size)
-            finally:
-                os.close(fd)
+            _shred(dir_fd, name)
+
+
+def _shred(dir_fd: int, name: str) -> None:
+    fd = os.open(name, READ_FILE, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or not info.st_size:
+            return
+        if not info.st_mode & stat.S_IWUSR:
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) | stat.S_IWUSR)
+        out = os.open(name, _WRITE, dir_fd=dir_fd)
+        try:
+            if (os.fstat(out).st_dev, os.fstat(out).st_ino) == (info.st_dev, info.st_ino):
+                os.write(out, b"\0" * info.st_size)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)

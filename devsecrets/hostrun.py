@@ -5,7 +5,7 @@ The values go into a fresh 0700 directory on tmpfs, one 0400 file per secret, an
 command gets `<NAME>_FILE` variables with their paths (the convention of the official
 postgres and mysql images); the values themselves are never put in its environment or argv.
 The directory is removed when the command ends, also on SIGTERM/SIGHUP/SIGINT; one left by
-a killed run is removed by the next run once its pid is gone. Never prints.
+a killed run (its lock gone with it) is removed by the next run. Never prints.
 """
 
 from __future__ import annotations
@@ -13,23 +13,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devsecrets import fdpath, runtime_dir
 from devsecrets.errors import DevsecretsError, MaterializeError, UsageProblem
-from devsecrets.process import is_alive, wait_forwarding
+from devsecrets.process import wait_forwarding
 
 if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
     from devsecrets.store import Store
 
 PREFIX = "run-"
-PID_FILE = ".pid"
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # not .lock, the marker, `..`
 
 
 class RunError(DevsecretsError):
@@ -57,49 +55,37 @@ def variables_for(names: Sequence[str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def secret_files(root: Path, values: Mapping[str, bytes]) -> Iterator[dict[str, Path]]:
-    """A private directory under `root` holding one 0400 file per value; removed on exit."""
+    """A private directory under `root` holding one 0400 file per value; removed on exit.
+
+    The directory is one of `runtime_dir`'s scratch dirs: made and marked ours, locked for
+    as long as the command runs (so the stale cleanup of a later run skips it), every file
+    created relative to its descriptor, overwritten and removed through descriptors."""
+    for name in values:
+        if not _FILE_NAME.fullmatch(name):
+            raise MaterializeError(f"secret {name!r} cannot be a file name in the run directory")
     clean_stale(root)
-    directory = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))  # 0700, a name nobody had
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            info = os.fstat(dir_fd)
-            if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o700:
-                raise MaterializeError(f"{directory} is not a private directory of yours")
-            _write(dir_fd, PID_FILE, str(os.getpid()).encode(), 0o600)
-            paths = {}
-            for name, value in values.items():
+    with runtime_dir.scratch_dir(root, PREFIX) as (directory, dir_fd):
+        paths = {}
+        for name, value in values.items():
+            try:
                 _write(dir_fd, name, value, 0o400)
-                paths[name] = directory / name
-        finally:
-            os.close(dir_fd)
+            except OSError as e:
+                raise MaterializeError(f"cannot write {directory / name}: {e.strerror}") from e
+            paths[name] = directory / name
         yield paths
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _write(dir_fd: int, name: str, value: bytes, mode: int) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    fd = os.open(name, flags, mode, dir_fd=dir_fd)
+    fd = os.open(name, fdpath.NEW_FILE, mode, dir_fd=dir_fd)
     with os.fdopen(fd, "wb") as out:
         out.write(value)
 
 
 def clean_stale(root: Path) -> list[str]:
-    """Remove run directories of runs that were killed (their pid is gone)."""
-    removed = []
-    for directory in root.glob(PREFIX + "*"):
-        info = directory.lstat()
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            continue
-        try:
-            pid = int((directory / PID_FILE).read_text())
-        except (OSError, ValueError):
-            continue  # being created right now, or not ours to judge
-        if not is_alive(pid):
-            shutil.rmtree(directory, ignore_errors=True)
-            removed.append(directory.name)
-    return removed
+    """Remove the run directories of runs that were killed: our marked `run-*` directories
+    that no live run holds locked (`runtime_dir.clean_stale`: through descriptors, never a
+    symlink, never a directory without our marker)."""
+    return runtime_dir.clean_stale(root, "", lambda name, _state: name.startswith(PREFIX))
 
 
 def run(

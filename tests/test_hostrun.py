@@ -140,23 +140,104 @@ def test_a_signal_reaches_the_child_and_the_files_are_wiped(
     assert not path.parent.exists()
 
 
-def test_a_run_killed_outright_is_cleaned_by_the_next(alice: User, runtime_dir):
-    alice.run("set", "x", input=b"v")
+def start_run(alice: User, runtime_dir: Path, ready: Path) -> tuple[subprocess.Popen, Path]:
+    """A `devsecrets run` whose child writes its X_FILE path to `ready`, then sleeps."""
+    script = (
+        f"import os, time; open({str(ready)!r}, 'w').write(os.environ['X_FILE']); time.sleep(60)"
+    )
+    env = {**alice.subprocess_env(), "DEVSECRETS_RUNTIME_DIR": str(runtime_dir)}
+    argv = [*devsecrets_cmd(), "--store", str(alice.store), "run", "--secret", "x"]
+    proc = subprocess.Popen(
+        [*argv, "--", sys.executable, "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # killpg ends the run and its child together
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists() or not ready.read_text():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return proc, Path(ready.read_text()).parent
+
+
+def test_a_run_killed_outright_is_cleaned_by_the_next(alice: User, runtime_dir, tmp_path: Path):
+    alice.run("set", "x", input=CANARY)
     env = {"DEVSECRETS_RUNTIME_DIR": str(runtime_dir)}
-    assert alice.run("run", "--secret", "x", "--", "true", env=env).exit_code == 0
-    # what a SIGKILLed run leaves: its directory with the pid of a process that is gone
+    killed, left = start_run(alice, runtime_dir, tmp_path / "killed")
+    os.killpg(killed.pid, signal.SIGKILL)  # no cleanup can run: the directory stays
+    killed.wait(timeout=30)
+    assert (left / "x").read_bytes() == CANARY
+    alive, kept = start_run(alice, runtime_dir, tmp_path / "alive")
+    try:
+        assert not left.exists()  # the next run removed it
+        assert alice.run("run", "--secret", "x", "--", "true", env=env).exit_code == 0
+        assert (kept / "x").read_bytes() == CANARY  # a run still going keeps its files
+    finally:
+        os.killpg(alive.pid, signal.SIGTERM)
+        alive.wait(timeout=30)
+    assert not kept.exists()
+
+
+def test_stale_cleanup_removes_only_marked_directories_through_descriptors(
+    alice: User, runtime_dir, tmp_path: Path
+):
+    """What looks like a dead run but is not provably ours survives the next run's cleanup:
+    a symlink to someone's directory, a directory without our marker, another user's."""
+    alice.run("set", "x", input=b"v")
+    env = {**alice.subprocess_env(), "DEVSECRETS_RUNTIME_DIR": str(runtime_dir)}
+    store = ["--store", str(alice.store)]
+    assert (
+        devsecrets([*store, "run", "--secret", "x", "--", "true"], cwd=tmp_path, env=env).returncode
+        == 0
+    )
     gone = subprocess.Popen(["true"])
     gone.wait()
-    left = runtime_dir / "run-left"
-    left.mkdir(mode=0o700)
-    (left / ".pid").write_text(str(gone.pid))
-    (left / "x").write_bytes(CANARY)
-    alive = runtime_dir / "run-alive"
-    alive.mkdir(mode=0o700)
-    (alive / ".pid").write_text(str(os.getpid()))
-    assert alice.run("run", "--secret", "x", "--", "true", env=env).exit_code == 0
-    assert not left.exists()
-    assert alive.exists()  # a run still going keeps its files
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / ".pid").write_text(str(gone.pid))
+    (victim / "precious").write_text("keep me")
+    (runtime_dir / "run-link").symlink_to(victim)
+    unmarked = runtime_dir / "run-unmarked"  # a dead run's look, but not made by devsecrets
+    unmarked.mkdir(mode=0o700)
+    (unmarked / ".pid").write_text(str(gone.pid))
+    (unmarked / "precious").write_text("keep me")
+    fifo = runtime_dir / "run-fifo"  # reading its pid by path would block forever
+    fifo.mkdir(mode=0o700)
+    os.mkfifo(fifo / ".pid")
+    planted = [runtime_dir / "run-link", unmarked, fifo]
+    if os.geteuid() == 0:  # another user's directory, with a marker of their own
+        foreign = runtime_dir / "run-foreign"
+        foreign.mkdir(mode=0o700)
+        (foreign / ".devsecrets-owned").write_text("made by devsecrets for uid 65534\n")
+        (foreign / ".pid").write_text(str(gone.pid))
+        for path in (foreign / ".devsecrets-owned", foreign / ".pid", foreign):
+            os.chown(path, 65534, 65534)
+        planted.append(foreign)
+    result = devsecrets(
+        [*store, "run", "--secret", "x", "--", "true"], cwd=tmp_path, env=env, timeout=30
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert [p for p in planted if not os.path.lexists(p)] == []
+    assert (victim / "precious").read_text() == "keep me"
+    assert (unmarked / "precious").read_text() == "keep me"
+    assert sorted(p.name for p in runtime_dir.glob("run-*")) == sorted(p.name for p in planted)
+
+
+def test_a_secret_name_that_is_no_plain_file_name_is_refused(tmp_path: Path, runtime_dir):
+    from devsecrets.errors import MaterializeError
+    from devsecrets.hostrun import secret_files
+    from devsecrets.runtime_dir import private_root
+
+    root = private_root({"DEVSECRETS_RUNTIME_DIR": str(runtime_dir)})
+    for name in (".lock", ".devsecrets-owned", "..", "a/b"):
+        with (
+            pytest.raises(MaterializeError, match="cannot be a file name"),
+            secret_files(root, {name: b"v"}),
+        ):
+            pass
+    assert not any(root.glob("run-*"))
 
 
 @pytest.mark.docker

@@ -245,3 +245,44 @@ def test_a_killed_edits_leftover_copy_is_removed_by_the_next_cleanup(
     assert copy.read_bytes() == CANARY  # SIGKILL cannot be caught: the next run cleans
     assert clean_stale(root, keep="none", is_stale=ALWAYS) == [copy.parent.name]
     assert not copy.parent.exists()
+
+
+def as_plain_user(check) -> None:
+    """Run `check()` as an unprivileged uid: in a forked child that drops root (root writes
+    any file whatever its mode, so a mode check means nothing there)."""
+    if os.geteuid() != 0:
+        check()
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            check()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the check failed as uid 65534"
+
+
+def test_a_scratch_dir_overwrites_even_its_read_only_files_before_removal(shm_dir: Path):
+    """`run` writes its files 0400: the shred before unlink must still reach their bytes."""
+    os.chmod(shm_dir, 0o1777)  # noqa: S103 - sticky, like /dev/shm: an unprivileged user may work in it
+
+    def check() -> None:
+        root = private_root({"DEVSECRETS_RUNTIME_DIR": str(shm_dir / "mine")})
+        with runtime_dir.scratch_dir(root, "run-") as (_, dir_fd):
+            fd = os.open("x", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400, dir_fd=dir_fd)
+            os.write(fd, CANARY)
+            os.close(fd)
+            kept = os.open("x", os.O_RDONLY, dir_fd=dir_fd)  # what a page reuse would see
+        try:
+            assert os.pread(kept, 64, 0) == b"\0" * len(CANARY)
+        finally:
+            os.close(kept)
+        assert not any(root.glob("run-*"))
+
+    as_plain_user(check)
