@@ -132,3 +132,91 @@ def test_core_names_in_process(project_with_stack: User):
     assert service_names(user.project, env, ("other.yml",), None) == ["nginx"]
     (user.project / "other.yml").write_text("services: [not, a, map")
     assert service_names(user.project, env, ("other.yml",), None) == []
+
+
+def complete_services(cwd: Path, env: dict[str, str], timeout: float = 20) -> tuple[list[str], str]:
+    """`devsecrets up <TAB>` through click's protocol, in a child limited to 1 GiB of address
+    space: (the names offered, stderr)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "devsecrets"],
+        cwd=cwd,
+        env={
+            **env,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "_DEVSECRETS_COMPLETE": "bash_complete",
+            "COMP_WORDS": "devsecrets up ",
+            "COMP_CWORD": "2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,  # noqa: PLW1509 - no threads in this test process' child setup
+    )
+    assert out.returncode == 0, out.stderr
+    return [line.split(",", 1)[1] for line in out.stdout.splitlines() if line], out.stderr
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A billion laughs: 9 levels of 9 aliases each would be 9**9 leaves if expanded."""
+    text = 'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for i in range(1, levels + 1):
+        text += f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]\n"
+    merged = "m0: &m0 {a: 1, b: 2}\n"  # the same through merge keys
+    for i in range(1, 25):
+        merged += f"m{i}: &m{i} {{<<: *m{i - 1}, x: *m{i - 1}, y: *m{i - 1}}}\n"
+    return text + merged
+
+
+def test_a_stack_with_anchors_and_aliases_still_completes(alice: User):
+    """Compose files share blocks through anchors: completion reads them (never expanded)."""
+    from devsecrets.completion import service_names
+
+    (alice.project / "compose.yaml").write_text(
+        "x-common: &common {image: x, restart: always}\n"
+        "x-more: &more {cron: {<<: *common}}\n"
+        "services:\n"
+        "  <<: *more\n"
+        "  api: *common\n"
+        "  worker: {<<: *common, command: work}\n"
+    )
+    assert service_names(alice.project, alice.env_for_core(), (), None) == ["api", "cron", "worker"]
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        pytest.param(alias_bomb() + "services:\n  api: *l9\n  web: {x: *m24}\n", id="alias-bomb"),
+        pytest.param("services: " + "[" * 100_000 + "]" * 100_000 + "\n", id="deep-nesting"),
+        pytest.param("services:\n  api: " + "[" * 900 + "]" * 900 + "\n", id="nesting-900"),
+    ],
+)
+def test_a_hostile_stack_file_keeps_completion_quick_small_and_quiet(alice: User, stack: str):
+    """TAB must not hang, eat memory, crash (a segfault at 100,000 levels with a plain
+    loader) or print a traceback: it offers what it safely can, at worst nothing."""
+    import time
+
+    (alice.project / "compose.yaml").write_text(stack)
+    started = time.monotonic()
+    names, stderr = complete_services(alice.project, alice.subprocess_env())
+    assert time.monotonic() - started < 10
+    assert stderr == ""
+    assert names in ([], ["api"], ["api", "web"])
+    if "l9" in stack:
+        assert names == ["api", "web"]  # aliases are fine, just never expanded
+
+
+def test_a_stack_file_that_is_a_fifo_or_endless_offers_nothing(alice: User):
+    """Named with COMPOSE_FILE (or -f), a stack file is read whatever it is: a FIFO would
+    block TAB forever, /dev/zero would fill memory."""
+    env = {**alice.subprocess_env(), "COMPOSE_FILE": "stack.yml"}
+    stack = alice.project / "stack.yml"
+    os.mkfifo(stack)
+    assert complete_services(alice.project, env) == ([], "")
+    stack.unlink()
+    stack.symlink_to("/dev/zero")
+    assert complete_services(alice.project, env) == ([], "")

@@ -17,18 +17,6 @@ from typing import Any
 from devsecrets import fastlayout
 from devsecrets.errors import IntegrityError
 
-
-def __getattr__(name: str) -> Any:
-    """`YAML_LOADER`: libyaml's BaseLoader (every scalar a string), for YAML that is not store
-    content (completion reads stack files with it). Store files go through `yamlload`, which
-    refuses aliases etc. Resolved on first use: PyYAML is not imported unless needed."""
-    if name == "YAML_LOADER":
-        import yaml
-
-        return getattr(yaml, "CBaseLoader", yaml.BaseLoader)
-    raise AttributeError(name)
-
-
 SOPS_VERSION = "3.11.0"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 _RULE_KEYS = (

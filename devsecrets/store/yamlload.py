@@ -6,6 +6,13 @@ contains and what turns a small file into a large tree: aliases and anchors (an 
 bomb expands to gigabytes), duplicate keys (sops refuses them too), non-scalar keys, and nesting
 deeper than `MAX_DEPTH` (deep nesting would exhaust the stack). libyaml's C parser makes the
 events when present; composing them here costs little on files of a few nodes.
+
+`load_stack` is the variant for compose files, which use anchors and aliases for shared
+blocks (`x-common: &common`): an alias is allowed there but never expanded. The composer
+returns the anchored node itself and BaseConstructor builds one object per node, so a bomb
+of nested aliases stays as small as its text; merge keys (`<<`) stay plain keys (completion
+reads their value itself). Duplicate keys, non-scalar keys and deep nesting are refused as
+for the store.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import BaseResolver
 
 MAX_DEPTH = 16  # a store file nests 4 deep (sops > age > list > stanza)
+STACK_DEPTH = 64  # compose files nest deeper (services > s > deploy > resources > ...)
 
 _Parser: Any
 try:
@@ -37,17 +45,21 @@ except ImportError:  # pragma: no cover - pure-Python fallback without libyaml
 
 class _StrictComposer(Composer):
     _depth = 0
+    _aliases = False
+    _max_depth = MAX_DEPTH
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         event: Any = self.peek_event()  # type: ignore[attr-defined]  # from the parser
         mark: Any = event.start_mark
-        if isinstance(event, AliasEvent):
+        if isinstance(event, AliasEvent) and not self._aliases:
             raise ComposerError(None, None, "YAML aliases are not allowed", mark)
-        if isinstance(event, ScalarEvent | SequenceStartEvent | MappingStartEvent) and (
-            event.anchor is not None
+        if (
+            isinstance(event, ScalarEvent | SequenceStartEvent | MappingStartEvent)
+            and event.anchor is not None
+            and not self._aliases
         ):
             raise ComposerError(None, None, "YAML anchors are not allowed", mark)
-        if self._depth >= MAX_DEPTH:
+        if self._depth >= self._max_depth:
             raise ComposerError(None, None, "YAML nested too deeply", mark)
         self._depth += 1
         try:
@@ -76,9 +88,25 @@ class StrictLoader(_StrictComposer, _Parser, BaseConstructor, BaseResolver):  # 
         BaseResolver.__init__(self)
 
 
+class StackLoader(StrictLoader):
+    """`StrictLoader` that lets aliases through (shared, never expanded): compose files."""
+
+    _aliases = True
+    _max_depth = STACK_DEPTH
+
+
 def load(text: bytes) -> Any:
     """One YAML document as plain data; `yaml.YAMLError` on anything refused."""
-    loader = StrictLoader(text)
+    return _load(StrictLoader(text))
+
+
+def load_stack(text: bytes) -> Any:
+    """One compose file as plain data (see the module's docstring); `yaml.YAMLError` on
+    anything refused."""
+    return _load(StackLoader(text))
+
+
+def _load(loader: StrictLoader) -> Any:
     try:
         return loader.get_single_data()
     finally:
