@@ -22,28 +22,35 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 import posixpath
+import re
 import secrets as _random
 import shlex
+import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from devsecrets import materialize, runtime_dir
-from devsecrets.errors import ComposeError, MaterializeError
+from devsecrets.errors import ComposeError, DevsecretsError, MaterializeError
 from devsecrets.layout import Layout
 
 DEFAULT_IMAGE = "busybox:stable"
 IMAGE_ENV = "DEVSECRETS_HELPER_IMAGE"
 LABEL = "devsecrets.project"
 ROLE = "devsecrets.role"
+CLIENT = "devsecrets.client"
+SIZE = "devsecrets.size"
 MOUNT = "/devsecrets"  # where the helper sees the volume
 STATE_KEY = "engine"
 _TIMEOUT = 120
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a compose project name
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +60,27 @@ class EngineStore:
     volume: str
     data_dir: PurePosixPath  # the volume's tmpfs, as the engine sees it
     fresh: bool  # made now: empty
+    size: int = 0  # the tmpfs's size limit, fixed when it was made
 
     def record(self) -> dict[str, Any]:
-        return {"helper": self.helper, "volume": self.volume, "data_dir": str(self.data_dir)}
+        return {
+            "helper": self.helper,
+            "volume": self.volume,
+            "data_dir": str(self.data_dir),
+            "size": self.size,
+        }
 
 
 def names(project: str) -> tuple[str, str]:
+    """The helper's name, and the prefix of its volume's (each volume gets a random suffix)."""
     return f"devsecrets-{project}-helper", f"devsecrets-{project}-secrets"
+
+
+def client_id(root: Path) -> str:
+    """Who made a helper: this machine, user and runtime root. The stale sweep touches only
+    helpers and volumes with our id, whose runtime directory here is gone."""
+    who = f"{socket.gethostname()}\0{os.getuid()}\0{root}".encode()
+    return hashlib.sha256(who).hexdigest()[:16]
 
 
 def image(flag: str | None, env: Mapping[str, str]) -> str:
@@ -83,65 +104,125 @@ def _docker(
     return out
 
 
-def ensure(project: str, env: Mapping[str, str], helper_image: str, size: int) -> EngineStore:
-    """The project's running helper and its tmpfs volume; made (again) when missing or stopped.
+@dataclass(frozen=True, slots=True)
+class _Helper:
+    running: bool
+    size: int
+    volume: str
+    source: str
 
-    A stopped helper means its tmpfs is gone (engine or machine restart): both are replaced."""
-    helper, volume = names(project)
+
+def _inspect(env: Mapping[str, str], helper: str) -> _Helper | None:
+    """The project's helper as the engine has it (None: there is none)."""
     out = _docker(
         env,
-        "inspect", "--type", "container", "--format", "{{.State.Running}}",
+        "inspect", "--type", "container",
+        "--format", "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .Mounts}}",
         helper, check=False,
     )  # fmt: skip
-    running = out.returncode == 0 and out.stdout.strip() == b"true"
-    if running:
-        mountpoint = _mountpoint(env, volume)
-        if mountpoint is not None:
-            return EngineStore(project, helper, volume, mountpoint, fresh=False)
-    remove(project, env)
-    labels = ["--label", f"{LABEL}={project}"]
-    _docker(
-        env,
-        "volume", "create", "--driver", "local",
-        "--opt", "type=tmpfs", "--opt", "device=tmpfs",
-        "--opt", f"o=size={size},mode=0755,uid=0,gid=0",
-        *labels, "--label", f"{ROLE}=secrets", volume,
+    if out.returncode != 0:
+        return None
+    try:
+        running, labels, mounts = (json.loads(p) for p in out.stdout.decode().split("\t"))
+        size = int((labels or {}).get(SIZE, "0"))
+        mount = next(m for m in mounts or [] if m.get("Destination") == MOUNT)
+        return _Helper(running is True, size, str(mount["Name"]), str(mount["Source"]))
+    except (ValueError, TypeError, StopIteration, KeyError, AttributeError):
+        return _Helper(False, 0, "", "")  # not one we can use: replaced
+
+
+def ensure(
+    project: str,
+    env: Mapping[str, str],
+    helper_image: str,
+    *,
+    needed: int,
+    size: int,
+    client: str,
+    volume: str | None,
+) -> EngineStore:
+    """The project's running helper and its tmpfs volume; made (again) when missing, stopped,
+    too small for `needed` bytes, or not the `volume` the client's state records.
+
+    A stopped helper means its tmpfs is gone (engine or machine restart). A new volume gets a
+    new name, so the override's bind paths change and compose recreates the services (a
+    running container would otherwise keep the old, detached tmpfs and miss every update)."""
+    helper, prefix = names(project)
+    found = _inspect(env, helper)
+    if (
+        found is not None
+        and found.running
+        and found.size >= needed
+        and found.volume == volume
+        and found.source.startswith("/")
+    ):
+        return EngineStore(
+            project, helper, found.volume, PurePosixPath(found.source), False, found.size
+        )
+    if found is not None:
+        _docker(env, "rm", "-f", helper, check=False)
+    volume = f"{prefix}-{_random.token_hex(4)}"
+    labels = ["--label", f"{LABEL}={project}", "--label", f"{CLIENT}={client}"]
+    mount = ",".join(
+        [
+            "type=volume", f"source={volume}", f"target={MOUNT}", "volume-driver=local",
+            f"volume-label={LABEL}={project}", f"volume-label={ROLE}=secrets",
+            f"volume-label={CLIENT}={client}",
+            "volume-opt=type=tmpfs", "volume-opt=device=tmpfs",
+            f'"volume-opt=o=size={size},mode=0755,uid=0,gid=0"',
+        ]
     )  # fmt: skip
     _docker(
         env,
         "run", "-d", "--name", helper, *labels, "--label", f"{ROLE}=helper",
+        "--label", f"{SIZE}={size}",
         "--network", "none", "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "FOWNER",
         "--read-only", "--security-opt", "no-new-privileges", "--restart", "no",
-        "--log-driver", "none", "--user", "0:0",
-        "--mount", f"type=volume,source={volume},target={MOUNT}",
+        "--log-driver", "none", "--user", "0:0", "--mount", mount,
         "--entrypoint", "sleep", helper_image, "2147483647",
     )  # fmt: skip
-    mountpoint = _mountpoint(env, volume)
-    if mountpoint is None:
+    made = _inspect(env, helper)
+    if made is None or made.volume != volume or not made.source.startswith("/"):
         raise ComposeError(f"engine mode: volume {volume} has no mountpoint")
-    return EngineStore(project, helper, volume, mountpoint, fresh=True)
+    _remove_volumes(env, project, keep=volume)  # an earlier one, or one a crash left
+    return EngineStore(project, helper, volume, PurePosixPath(made.source), True, size)
 
 
-def _mountpoint(env: Mapping[str, str], volume: str) -> PurePosixPath | None:
-    out = _docker(env, "volume", "inspect", "--format", "{{.Mountpoint}}", volume, check=False)
-    text = out.stdout.decode().strip()
-    return PurePosixPath(text) if out.returncode == 0 and text.startswith("/") else None
+def _remove_volumes(env: Mapping[str, str], project: str, *, keep: str = "") -> None:
+    out = _docker(
+        env, "volume", "ls", "-q",
+        "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
+        check=False,
+    )  # fmt: skip
+    old = [v for v in out.stdout.decode().split() if v != keep]
+    if not old:
+        return
+    gone = _docker(env, "volume", "rm", "-f", *old, check=False)
+    if gone.returncode != 0 and b"no such volume" not in gone.stderr.lower():
+        detail = gone.stderr.decode(errors="replace").strip().splitlines()
+        raise ComposeError(
+            f"engine mode: could not remove volume {old[0]}: {detail[-1] if detail else ''}"
+        )
 
 
 def remove(project: str, env: Mapping[str, str]) -> None:
-    """Remove the project's helper, then its volume (and with it every value)."""
-    helper, volume = names(project)
+    """Remove the project's helper, then its volumes (and with them every value)."""
+    helper, _ = names(project)
     _docker(env, "rm", "-f", helper, check=False)
-    out = _docker(env, "volume", "rm", "-f", volume, check=False)
-    if out.returncode != 0 and b"no such volume" not in out.stderr.lower():
-        detail = out.stderr.decode(errors="replace").strip()
-        raise ComposeError(f"engine mode: could not remove volume {volume}: {detail}")
+    _remove_volumes(env, project)
+
+
+def needed(values: Mapping[str, bytes], layout: Layout) -> int:
+    """Bytes the tmpfs must hold while a write is under way: every file twice (the old one
+    and the staged one), each rounded up to whole pages, and a page per file for the tree."""
+    pages = sum(-(-len(values[f.store_name]) // 4096) + 1 for s in layout.services for f in s.files)
+    return 2 * pages * 4096 + (1 << 20)
 
 
 def volume_size(values: Mapping[str, bytes], layout: Layout) -> int:
-    """Room for every file twice (old and staged), with a floor; a limit, not an allocation."""
-    total = sum(len(values[f.store_name]) for s in layout.services for f in s.files)
-    return max(16 << 20, 4 * total)
+    """The size limit a new volume gets: room to grow, with a floor; a limit, not an
+    allocation (tmpfs takes memory only for what it holds)."""
+    return max(16 << 20, 2 * needed(values, layout))
 
 
 def materialize_into(
@@ -151,9 +232,17 @@ def materialize_into(
     env: Mapping[str, str],
     known: Mapping[str, str],
     key: bytes,
-) -> tuple[list[materialize.Written], dict[str, str]]:
+    previous: Sequence[str] = (),
+) -> tuple[list[materialize.Written], dict[str, str], list[str]]:
     """Bring the volume to exactly `layout`. `known` holds keyed digests of what is there
-    (from the last write, in the client's private state); returns the new ones."""
+    and `previous` the paths written last time (both from the client's private state);
+    returns the new ones. Removes only files of `previous` that `layout` no longer has."""
+    if store.size and needed(values, layout) > store.size:
+        raise MaterializeError(
+            f"engine mode: the secrets need {needed(values, layout) >> 20} MiB on the engine's "
+            f"tmpfs, more than the {store.size >> 20} MiB its volume was made with; "
+            "run `devsecrets up` again to make a bigger one (the services keep the last values)"
+        )
     digests: dict[str, str] = {}
     written: list[materialize.Written] = []
     changed_files = []
@@ -178,8 +267,17 @@ def materialize_into(
             info.uid, info.gid, info.mode = int(grant.uid), int(grant.gid), grant.mode
             info.size, info.mtime = len(values[mounted.store_name]), now
             tar.addfile(info, io.BytesIO(values[mounted.store_name]))
+    expected = [f.host_path for s in layout.services for f in s.files]
+    expected += [f"{s.secrets_dir}/{r}" for s in layout.services for r in s.placeholders]
     q = shlex.quote
-    lines = ["set -e", f"cd {MOUNT}", "umask 077", f"mkdir -p {stage}", f"tar -x -f - -C {stage}"]
+    lines = [
+        "set -e", f"cd {MOUNT}", "umask 077",
+        f"trap 'rm -rf {stage}' EXIT",  # a failed write leaves no half-staged files behind
+    ]  # fmt: skip
+    # what the layout no longer has goes first (a file may have become a directory); each
+    # path is one we wrote, quoted whole: never split on a space or a newline in a name
+    lines += [f"rm -f -- {q(path)}" for path in sorted(set(previous) - set(expected))]
+    lines += [f"mkdir -p {stage}", f"tar -x -f - -C {stage}"]
     dirs: set[str] = set()
     for service in layout.services:
         dirs |= _parents(service.secrets_dir + "/x") if service.binds_secrets_dir else set()
@@ -188,22 +286,13 @@ def materialize_into(
         for relative in service.placeholders:
             dirs |= _parents(f"{service.secrets_dir}/{relative}")
     for directory in sorted(dirs, key=len):
-        lines.append(f"mkdir -p {q(directory)} && chmod 0755 {q(directory)}")
+        lines.append(f"mkdir -p -- {q(directory)} && chmod 0755 -- {q(directory)}")
     for mounted in changed_files:
-        lines.append(f"mv -f {q(stage + '/' + mounted.host_path)} {q(mounted.host_path)}")
-    expected = [f.host_path for s in layout.services for f in s.files]
+        lines.append(f"mv -f -- {q(stage + '/' + mounted.host_path)} {q(mounted.host_path)}")
     for service in layout.services:
         for relative in service.placeholders:
             path = q(f"{service.secrets_dir}/{relative}")
-            expected.append(f"{service.secrets_dir}/{relative}")
             lines.append(f"[ -e {path} ] || {{ : > {path} && chmod 0444 {path}; }}")
-    lines.append(f"rm -rf {stage}")
-    # what the layout no longer has goes (paths of files we wrote; never values)
-    keep = " ".join(q(p) for p in sorted(expected))
-    lines.append(
-        f'for f in $(find services -type f 2>/dev/null); do case " {keep} " in '
-        '*" $f "*) ;; *) rm -f "$f" ;; esac; done'
-    )
     if not layout.services:
         lines.append("rm -rf services")
     script = "\n".join(lines)
@@ -213,11 +302,11 @@ def materialize_into(
     )  # fmt: skip
     if out.returncode != 0:
         detail = out.stderr.decode(errors="replace").strip().splitlines()
-        raise MaterializeError(
-            f"engine mode: writing into helper {store.helper} failed: "
-            f"{detail[-1] if detail else out.returncode}"
-        )
-    return written, digests
+        last = detail[-1] if detail else str(out.returncode)
+        if "No space left" in out.stderr.decode(errors="replace"):
+            last = f"its {store.size >> 20} MiB tmpfs is full; run `devsecrets up` again"
+        raise MaterializeError(f"engine mode: writing into helper {store.helper} failed: {last}")
+    return written, digests, sorted(expected)
 
 
 def _parents(path: str) -> set[str]:
@@ -234,19 +323,59 @@ def recorded(state: Mapping[str, Any]) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def forget(project_dir: Path, project: str, env: Mapping[str, str]) -> None:
+def forget(
+    project_dir: Path, project: str, env: Mapping[str, str], *, orphans: bool = False
+) -> None:
     """`down`, the end of a foreground `up`, stale cleanup: remove the helper and its volume
-    when the project's state says the engine mode made them."""
+    when the project's state says the engine mode made them. With `orphans` (`down`), also
+    when the state itself is gone (this machine restarted while a remote engine kept them):
+    whatever the engine has for the project."""
     if recorded(runtime_dir.read_state(project_dir)) is not None:
         remove(project, env)
+    elif orphans and not os.path.lexists(project_dir):
+        if _labelled(env, "ps", "-a", f"{LABEL}={project}") or _labelled(
+            env, "volume", "ls", f"{LABEL}={project}"
+        ):
+            remove(project, env)
 
 
-def projects_with_helpers(env: Mapping[str, str]) -> Sequence[str]:
+def _labelled(env: Mapping[str, str], *what: str) -> list[tuple[str, str]]:
+    """(name, project) of the containers (`ps -a`) or volumes (`volume ls`) with a label."""
+    *command, label = what
+    name = "{{.Name}}" if command[0] == "volume" else "{{.Names}}"
     out = _docker(
-        env, "ps", "-a", "--filter", f"label={ROLE}=helper",
-        "--format", f'{{{{.Label "{LABEL}"}}}}', check=False,
+        env, *command, "--filter", f"label={label}",
+        "--format", f'{name}\t{{{{.Label "{LABEL}"}}}}', check=False,
     )  # fmt: skip
-    return [line for line in out.stdout.decode().split() if line] if out.returncode == 0 else []
+    if out.returncode != 0:
+        return []
+    rows = (line.split("\t") for line in out.stdout.decode().splitlines())
+    return [(row[0], row[1]) for row in rows if len(row) == 2 and row[0] and row[1]]
+
+
+def sweep(
+    env: Mapping[str, str],
+    root: Path,
+    *,
+    keep: str,
+    in_use: Callable[[str], bool],
+) -> list[str]:
+    """Remove helpers and volumes this client made (its id, see `client_id`) for projects
+    whose runtime directory in `root` is gone, once `in_use` says no container of the
+    project is left. Returns the projects swept. Another client's are never touched."""
+    client = f"{CLIENT}={client_id(root)}"
+    projects = {p for _, p in _labelled(env, "ps", "-a", client)}
+    projects |= {p for _, p in _labelled(env, "volume", "ls", client)}
+    swept = []
+    for project in sorted(projects - {keep}):
+        if not _PROJECT.fullmatch(project) or os.path.lexists(root / project) or in_use(project):
+            continue
+        try:
+            remove(project, env)
+        except DevsecretsError:
+            continue  # kept for a later run
+        swept.append(project)
+    return swept
 
 
 def write(
@@ -260,19 +389,18 @@ def write(
     record = recorded(runtime_dir.read_state(project_dir)) or {}
     key_hex = record.get("key")
     key = bytes.fromhex(key_hex) if isinstance(key_hex, str) else _random.token_bytes(32)
-    known = record.get("digests") if isinstance(record.get("digests"), dict) else {}
-    written, digests = materialize_into(store, layout, values, env, known or {}, key)
+    same = record.get("volume") == store.volume
+    known = record.get("digests") if same and isinstance(record.get("digests"), dict) else {}
+    paths = record.get("paths")
+    previous = [p for p in paths if isinstance(p, str)] if same and isinstance(paths, list) else []
+    written, digests, expected = materialize_into(
+        store, layout, values, env, known or {}, key, previous
+    )
     runtime_dir.update_state(
-        project_dir, **{STATE_KEY: {**store.record(), "key": key.hex(), "digests": digests}}
+        project_dir,
+        **{STATE_KEY: {**store.record(), "key": key.hex(), "digests": digests, "paths": expected}},
     )
     return written
-
-
-def forget_digests(project_dir: Path) -> None:
-    """A new, empty volume: nothing recorded is there any more."""
-    record = recorded(runtime_dir.read_state(project_dir))
-    if record is not None:
-        runtime_dir.update_state(project_dir, **{STATE_KEY: {**record, "digests": {}}})
 
 
 def materialize_for(

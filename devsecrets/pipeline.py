@@ -71,6 +71,13 @@ def prepare(
     if not is_memory_backed(root):
         warn(f"--allow-disk: secrets are written to disk at {root}; `devsecrets down` removes them")
     clean_stale(root, project.compose, env, keep=model.project)
+    if choice.mode == engine_mode.ENGINE:  # helpers whose runtime directory here is gone
+        engine_store.sweep(
+            env,
+            root,
+            keep=model.project,
+            in_use=lambda p: compose.has_containers(p, project.compose, env),
+        )
     project_dir = root / model.project
     created = not project_dir.exists()
     held = runtime_dir.hold(project_dir)
@@ -78,11 +85,16 @@ def prepare(
     try:
         previous_blocks = runtime_dir.read_state(project_dir).get("blocks", {})
         if choice.mode == engine_mode.ENGINE:
-            image = engine_store.image(helper_image, env)
-            size = engine_store.volume_size(values, layout)
-            engine = engine_store.ensure(model.project, env, image, size)
-            if engine.fresh:  # an empty tmpfs: every file is written
-                engine_store.forget_digests(project_dir)
+            record = engine_store.recorded(runtime_dir.read_state(project_dir)) or {}
+            engine = engine_store.ensure(
+                model.project,
+                env,
+                engine_store.image(helper_image, env),
+                needed=engine_store.needed(values, layout),
+                size=engine_store.volume_size(values, layout),
+                client=engine_store.client_id(root),
+                volume=record.get("volume"),  # what it holds is known only for this one
+            )
         else:
             engine_store.forget(project_dir, model.project, env)  # was engine mode before
         written = engine_store.materialize_for(project_dir, engine, layout, values, env)
@@ -117,10 +129,11 @@ def prepare(
     )
 
 
-def wipe(project_dir: Path, project: str, env: Mapping[str, str]) -> None:
+def wipe(project_dir: Path, project: str, env: Mapping[str, str], *, orphans: bool = False) -> None:
     """Remove the project's secrets: the engine mode's helper and volume if the project's
-    state records them, then the runtime directory."""
-    engine_store.forget(project_dir, project, env)
+    state records them (with `orphans`, also when there is no state), then the runtime
+    directory."""
+    engine_store.forget(project_dir, project, env, orphans=orphans)
     runtime_dir.wipe(project_dir)
 
 
@@ -212,7 +225,7 @@ def stop_stack(
     argv = compose.build_argv(project, override if override.exists() else None, ["down", *args])
     code = compose.run(argv, env, cwd)
     if code == 0:
-        wipe(project_dir, model.project, env)
+        wipe(project_dir, model.project, env, orphans=True)
     return code
 
 

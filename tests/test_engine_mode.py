@@ -118,7 +118,15 @@ def _remove_project(host: str, project: str) -> None:
     ).stdout.split()
     if ids:
         _docker(host, "rm", "-f", *[i.decode() for i in ids])
-    _docker(host, "volume", "rm", "-f", f"devsecrets-{project}-secrets")
+    volumes = _volumes(host, project)
+    if volumes:
+        _docker(host, "volume", "rm", "-f", *volumes)
+
+
+def _volumes(host: str, project: str) -> list[str]:
+    """The project's secrets volumes (`devsecrets-<project>-secrets-<random>`)."""
+    out = _docker(host, "volume", "ls", "-q", "--filter", f"label=devsecrets.project={project}")
+    return out.stdout.decode().split()
 
 
 def _probe(host: str, project: str) -> dict[str, list[str]]:
@@ -170,7 +178,7 @@ def test_mode_detection_and_parity_with_host_mode(
                 engine, "ps", "-aq", "--filter", f"label=devsecrets.project={project}"
             ).stdout
             volumes = _docker(engine, "volume", "ls", "-q").stdout.decode().split()
-            assert f"devsecrets-{project}-secrets" not in volumes
+            assert not [v for v in volumes if v.startswith(f"devsecrets-{project}-secrets")]
         finally:
             _remove_project(engine, project)
 
@@ -213,7 +221,8 @@ def test_render_says_which_mode_and_forcing_works(
         assert forced.returncode == 0, forced.stderr.decode()
         assert "devsecrets: engine mode: forced by --engine-mode" in forced.stderr.decode()
         override = Path(forced.stdout.decode().strip()).read_text()
-        assert f"/volumes/devsecrets-{project}-secrets/_data/services/api/run-secrets" in override
+        assert f"/volumes/devsecrets-{project}-secrets-" in override
+        assert "/_data/services/api/run-secrets" in override
         devsecrets(["down", *files], cwd=alice.project, env=env)
         by_env = devsecrets(
             ["render", *files], cwd=alice.project, env={**env, "DEVSECRETS_ENGINE_MODE": "host"}

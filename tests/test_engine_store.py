@@ -1,0 +1,193 @@
+"""Engine mode's store on the isolated engine (see test_engine_mode.py): what is removed and
+what is kept when files, runtime directories and clients come and go, and values that grow
+beyond the size the tmpfs volume was made with."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import TEST_IMAGE, User, devsecrets, devsecrets_cmd, project_name, write_stack
+from test_engine_mode import _container, _docker, _env, _remove_project, _volumes, isolated
+
+__all__ = ["isolated"]  # the fixture, imported to be used here
+
+
+def _helper_files(host: str, project: str, service: str) -> list[str]:
+    """The names in a service's run-secrets directory, read inside the helper, one per NUL."""
+    out = _docker(
+        host,
+        "exec",
+        f"devsecrets-{project}-helper",
+        "find",
+        f"/devsecrets/services/{service}/run-secrets",
+        "-type",
+        "f",
+        "-print0",
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    prefix = f"/devsecrets/services/{service}/run-secrets/"
+    return sorted(p.decode()[len(prefix) :] for p in out.stdout.split(b"\0") if p)
+
+
+def test_file_names_with_spaces_quotes_and_newlines_are_kept_and_removed_whole(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    odd = {"my token": b"space-" * 4, "it's": b"quote-" * 4, "two\nlines": b"newline-" * 4}
+    for i, value in enumerate(odd.values()):
+        assert alice.run("set", f"s{i}", input=value).exit_code == 0
+    assert alice.run("set", "plain", input=b"plain-value").exit_code == 0
+    refs = [{"source": f"s{i}", "target": name} for i, name in enumerate(odd)]
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    env = _env(alice, isolated, runtime_dir)
+    try:
+        write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["plain", *refs]}})
+        up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        cid = _container(isolated, project, "api")
+        for name, value in odd.items():  # every one written, none removed as another's part
+            seen = _docker(isolated, "exec", cid, "cat", f"/run/secrets/{name}")
+            assert seen.stdout == value, f"{name!r}: {seen.stderr.decode()}"
+        assert _helper_files(isolated, project, "api") == sorted([*odd, "plain"])
+
+        # the stack drops two of them: exactly those two go, the others stay
+        write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["plain", refs[1]]}})
+        again = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert again.returncode == 0, again.stderr.decode()
+        assert _helper_files(isolated, project, "api") == ["it's", "plain"]
+        cid = _container(isolated, project, "api")
+        assert _docker(isolated, "exec", cid, "cat", "/run/secrets/it's").stdout == odd["it's"]
+    finally:
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
+
+
+def _helpers(host: str, project: str) -> list[str]:
+    out = _docker(host, "ps", "-aq", "--filter", f"label=devsecrets.project={project}")
+    return out.stdout.decode().split()
+
+
+def test_helpers_whose_runtime_directory_is_gone_are_swept_only_when_ours_and_unused(
+    alice: User, isolated: str, runtime_dir: Path, tmp_path: Path
+) -> None:
+    assert (
+        alice.run("set", "db_password", input=b"canary-" + secrets.token_hex(8).encode()).exit_code
+        == 0
+    )
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
+    other_root = Path("/dev/shm") / f"devsecrets-test-other-{secrets.token_hex(4)}"
+    gone, running, others, current = (project_name() for _ in range(4))
+    roots = {gone: runtime_dir, running: runtime_dir, others: other_root, current: runtime_dir}
+    try:
+        for project, root in roots.items():
+            if project == current:
+                continue
+            env = _env(alice, isolated, root)
+            up = devsecrets(["up", "-p", project, "-d"], cwd=alice.project, env=env)
+            assert up.returncode == 0, up.stderr.decode()
+            assert _helpers(isolated, project) and _volumes(isolated, project)
+            # this machine restarted: its runtime directory is gone, the engine kept the rest
+            shutil.rmtree(root / project)
+        for project in (gone, others):  # their services are gone too
+            ids = _docker(
+                isolated, "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"
+            ).stdout.split()
+            _docker(isolated, "rm", "-f", *[i.decode() for i in ids])
+
+        env = _env(alice, isolated, runtime_dir)
+        up = devsecrets(["up", "-p", current, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        assert not _helpers(isolated, gone) and not _volumes(isolated, gone)  # swept
+        assert _helpers(isolated, running) and _volumes(isolated, running)  # services run
+        assert _helpers(isolated, others) and _volumes(isolated, others)  # another client's
+
+        # `down` of a project whose runtime directory is gone removes its helper and volume
+        down = devsecrets(["down", "-p", running, "-t", "0"], cwd=alice.project, env=env)
+        assert down.returncode == 0, down.stderr.decode()
+        assert not _helpers(isolated, running) and not _volumes(isolated, running)
+        assert not _docker(
+            isolated, "ps", "-aq", "--filter", f"label=com.docker.compose.project={running}"
+        ).stdout.strip()
+    finally:
+        for project, root in roots.items():
+            devsecrets(
+                ["down", "-p", project, "-t", "0"],
+                cwd=alice.project,
+                env=_env(alice, isolated, root),
+            )
+            _remove_project(isolated, project)
+        shutil.rmtree(other_root, ignore_errors=True)
+
+
+def _size(host: str, project: str) -> int:
+    out = _docker(
+        host,
+        "inspect",
+        "--format",
+        '{{index .Config.Labels "devsecrets.size"}}',
+        f"devsecrets-{project}-helper",
+    )
+    return int(out.stdout.decode().strip())
+
+
+def test_a_value_that_outgrows_the_volume_is_one_line_live_and_a_bigger_volume_at_up(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    assert alice.run("set", "blob", input=b"small").exit_code == 0
+    # one secret at 24 targets: values are capped at 500 KiB (as in Swarm), so it is the
+    # number of copies that outgrows the volume's 16 MiB floor
+    targets = [{"source": "blob", "target": f"copy{i}"} for i in range(24)]
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": targets}})
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    env = _env(alice, isolated, runtime_dir)
+    watch = None
+    try:
+        up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        size = _size(isolated, project)
+        first_volume = _volumes(isolated, project)
+        watch = subprocess.Popen(
+            [*devsecrets_cmd(), "watch", *files],
+            cwd=alice.project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert watch.stderr is not None
+        while "watching" not in watch.stderr.readline():
+            assert watch.poll() is None, "watch ended"
+        big = secrets.token_bytes(size // 2 // 24 + 4096)  # with staged copies: too much
+        assert alice.run("set", "blob", input=big).exit_code == 0
+        deadline = time.monotonic() + 120
+        line = ""
+        while "error" not in line and time.monotonic() < deadline:
+            line = watch.stderr.readline()
+        assert "engine mode: the secrets need" in line, line
+        assert "run `devsecrets up` again" in line
+        cid = _container(isolated, project, "api")
+        kept = _docker(isolated, "exec", cid, "cat", "/run/secrets/copy7")
+        assert kept.stdout == b"small"  # the last good value, not a partial one
+        watch.terminate()
+        watch.wait(timeout=60)
+
+        again = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert again.returncode == 0, again.stderr.decode()
+        assert _size(isolated, project) > size
+        assert _volumes(isolated, project) != first_volume  # a new one, the old one removed
+        assert len(_volumes(isolated, project)) == 1
+        cid = _container(isolated, project, "api")  # recreated on the new volume
+        digest = _docker(isolated, "exec", cid, "sha256sum", "/run/secrets/copy23").stdout
+        assert digest.split()[0].decode() == hashlib.sha256(big).hexdigest()
+    finally:
+        if watch is not None and watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
