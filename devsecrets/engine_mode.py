@@ -13,6 +13,7 @@ exist" (it cannot see our files) or "No such image" (it can); nothing is created
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets as _random
@@ -54,58 +55,107 @@ def requested(flag: str | None, env: Mapping[str, str]) -> tuple[str | None, str
 
 
 def choose(flag: str | None, env: Mapping[str, str], runtime_root: Path) -> EngineChoice:
-    forced, origin = requested(flag, env)
-    has_cli = shutil.which("docker", path=env.get("PATH")) is not None
-    if forced is not None:
-        choice = EngineChoice(forced, f"forced by {origin}", forced=True)
-    elif not has_cli:  # a standalone compose: nothing to probe with, as before engine mode
-        choice = EngineChoice(HOST, "no docker CLI to ask the engine with")
-    else:
-        sees, unexpected = probe_sees(runtime_root, env)
-        if sees:
-            choice = EngineChoice(HOST, f"the engine sees {runtime_root} on this machine")
-        elif unexpected:
-            choice = EngineChoice(
-                ENGINE,
-                f"probing whether the engine sees {runtime_root} gave an unexpected answer "
-                f"({unexpected}); engine mode works with any engine",
-            )
+    return start(flag, env, runtime_root).result()
+
+
+class Pending:
+    """A mode choice under way: the probe runs while the caller does other work (opening
+    the project); `result()` waits for it, `cancel()` stops it. Either removes the marker."""
+
+    def __init__(self, flag: str | None, env: Mapping[str, str], runtime_root: Path) -> None:
+        self.env, self.root = env, runtime_root
+        self.forced, self.origin = requested(flag, env)
+        self.has_cli = shutil.which("docker", path=env.get("PATH")) is not None
+        self.marker: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        if self.forced is None and self.has_cli:
+            self.marker = runtime_root / f".probe-{_random.token_hex(8)}"
+            os.mkdir(self.marker, 0o700)
+            try:
+                self.proc = subprocess.Popen(
+                    [
+                        "docker", "create", "--pull", "never", "--network", "none",
+                        "--mount",
+                        f"type=bind,source={self.marker},target=/devsecrets-probe,readonly",
+                        f"devsecrets-probe-{_random.token_hex(8)}:absent",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=dict(env),
+                )  # fmt: skip
+            except OSError:
+                self._unmark()
+                raise
+
+    def _unmark(self) -> None:
+        if self.marker is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.marker)
+            self.marker = None
+
+    def cancel(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+        self._unmark()
+
+    def _answer(self) -> tuple[bool, str]:
+        assert self.proc is not None
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            return False, "no answer in 60 s"
+        finally:
+            self._unmark()
+        return read_answer(self.proc.returncode, out, err, self.env)
+
+    def result(self) -> EngineChoice:
+        forced, origin, runtime_root = self.forced, self.origin, self.root
+        if forced is not None:
+            choice = EngineChoice(forced, f"forced by {origin}", forced=True)
+        elif not self.has_cli:  # a standalone compose: nothing to probe with, as before
+            choice = EngineChoice(HOST, "no docker CLI to ask the engine with")
         else:
-            choice = EngineChoice(
-                ENGINE,
-                f"the engine cannot see {runtime_root} (a VM, remote host or another mount "
-                "namespace); secrets go to a tmpfs volume inside the engine",
-            )
-    if choice.mode == ENGINE:
-        if not has_cli:
-            raise UsageProblem(
-                "engine mode needs the docker CLI, which is not on PATH",
-                hint="install the docker CLI, or use --engine-mode host",
-            )
-        check_transport(env, forced=choice.forced)
-    return choice
+            sees, unexpected = self._answer()
+            if sees:
+                choice = EngineChoice(HOST, f"the engine sees {runtime_root} on this machine")
+            elif unexpected:
+                choice = EngineChoice(
+                    ENGINE,
+                    f"probing whether the engine sees {runtime_root} gave an unexpected answer "
+                    f"({unexpected}); engine mode works with any engine",
+                )
+            else:
+                choice = EngineChoice(
+                    ENGINE,
+                    f"the engine cannot see {runtime_root} (a VM, remote host or another mount "
+                    "namespace); secrets go to a tmpfs volume inside the engine",
+                )
+        if choice.mode == ENGINE:
+            if not self.has_cli:
+                raise UsageProblem(
+                    "engine mode needs the docker CLI, which is not on PATH",
+                    hint="install the docker CLI, or use --engine-mode host",
+                )
+            check_transport(self.env, forced=choice.forced)
+        return choice
 
 
-def probe_sees(runtime_root: Path, env: Mapping[str, str]) -> tuple[bool, str]:
-    """Whether the engine sees `runtime_root`, and the engine's answer when it was neither."""
-    marker = runtime_root / f".probe-{_random.token_hex(8)}"
-    os.mkdir(marker, 0o700)
-    try:
-        out = subprocess.run(
-            [
-                "docker", "create", "--pull", "never", "--network", "none",
-                "--mount", f"type=bind,source={marker},target=/devsecrets-probe,readonly",
-                f"devsecrets-probe-{_random.token_hex(8)}:absent",
-            ],
-            capture_output=True,
-            env=dict(env),
-            timeout=60,
-        )  # fmt: skip
-    finally:
-        os.rmdir(marker)
-    text = out.stderr.decode(errors="replace")
-    if out.returncode == 0:  # an image by that name after all: it did see the directory
-        created = out.stdout.decode().strip()
+def start(flag: str | None, env: Mapping[str, str], runtime_root: Path) -> Pending:
+    """Start choosing the mode (the probe runs in the background); see `Pending`."""
+    return Pending(flag, env, runtime_root)
+
+
+def read_answer(
+    code: int | None, stdout: bytes, stderr: bytes, env: Mapping[str, str]
+) -> tuple[bool, str]:
+    """The probe's answer: (sees, the answer when it was neither yes nor no)."""
+    text = stderr.decode(errors="replace")
+    if code == 0:  # an image by that name after all: it did see the directory
+        created = stdout.decode().strip()
         subprocess.run(["docker", "rm", "-f", created], capture_output=True, env=dict(env))
         return True, ""
     if "No such image" in text or ("not found" in text.lower() and "image" in text.lower()):
@@ -118,7 +168,7 @@ def probe_sees(runtime_root: Path, env: Mapping[str, str]) -> tuple[bool, str]:
             hint="start Docker, or check DOCKER_HOST / `docker context`",
         )
     lines = text.strip().splitlines()
-    return False, (lines[0][:120] if lines else f"exit {out.returncode}")
+    return False, (lines[0][:120] if lines else f"exit {code}")
 
 
 def endpoint(env: Mapping[str, str]) -> tuple[str, bool]:

@@ -148,7 +148,9 @@ def ensure(
     new name, so the override's bind paths change and compose recreates the services (a
     running container would otherwise keep the old, detached tmpfs and miss every update)."""
     helper, prefix = names(project)
-    found = _inspect(env, helper)
+    # no record: nothing of ours is known to be there, so no question asked first (a leftover
+    # helper by that name is met as a name conflict below)
+    found = _inspect(env, helper) if volume else None
     if (
         found is not None
         and found.running
@@ -162,6 +164,11 @@ def ensure(
     if found is not None:
         _docker(env, "rm", "-f", helper, check=False)
     volume = f"{prefix}-{_random.token_hex(4)}"
+    # the project's earlier volumes (or one a crash left), listed while the helper starts
+    earlier = _start(
+        env, "volume", "ls", "-q",
+        "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
+    )  # fmt: skip
     labels = ["--label", f"{LABEL}={project}", "--label", f"{CLIENT}={client}"]
     mount = ",".join(
         [
@@ -172,36 +179,74 @@ def ensure(
             f'"volume-opt=o=size={size},mode=0755,uid=0,gid=0"',
         ]
     )  # fmt: skip
-    _docker(
-        env,
+    run = [
         "run", "-d", "--name", helper, *labels, "--label", f"{ROLE}=helper",
         "--label", f"{SIZE}={size}",
         "--network", "none", "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "FOWNER",
         "--read-only", "--security-opt", "no-new-privileges", "--restart", "no",
         "--log-driver", "none", "--user", "0:0", "--mount", mount,
         "--entrypoint", "sleep", helper_image, "2147483647",
-    )  # fmt: skip
-    made = _inspect(env, helper)
-    if made is None or made.volume != volume or not made.source.startswith("/"):
-        raise ComposeError(f"engine mode: volume {volume} has no mountpoint")
-    _remove_volumes(env, project, keep=volume)  # an earlier one, or one a crash left
+    ]  # fmt: skip
+    try:
+        started = _docker(env, *run, check=False)
+        if started.returncode != 0 and b"Conflict" in started.stderr and found is None:
+            _docker(env, "rm", "-f", helper, check=False)  # a leftover by that name
+            started = _docker(env, *run, check=False)
+        if started.returncode != 0:
+            detail = started.stderr.decode(errors="replace").strip().splitlines()
+            raise ComposeError(
+                f"engine mode: docker run (helper) failed: {detail[-1] if detail else ''}"
+            )
+        made = _inspect(env, helper)
+        if made is None or made.volume != volume or not made.source.startswith("/"):
+            raise ComposeError(f"engine mode: volume {volume} has no mountpoint")
+    finally:
+        listed = _finish(earlier)
+    old = [v for v in listed.stdout.decode().split() if v != volume]
+    if listed.returncode == 0 and old:
+        _remove_volumes(env, old)
     return EngineStore(project, helper, volume, PurePosixPath(made.source), True, size)
 
 
-def _remove_volumes(env: Mapping[str, str], project: str, *, keep: str = "") -> None:
+def _start(env: Mapping[str, str], *args: str) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            ["docker", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+        )
+    except OSError as e:
+        raise ComposeError(f"docker {args[0]}: {e}") from e
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[bytes]:
+    try:
+        out, err = proc.communicate(timeout=_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _project_volumes(env: Mapping[str, str], project: str) -> list[str]:
     out = _docker(
         env, "volume", "ls", "-q",
         "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
         check=False,
     )  # fmt: skip
-    old = [v for v in out.stdout.decode().split() if v != keep]
-    if not old:
+    return out.stdout.decode().split() if out.returncode == 0 else []
+
+
+def _remove_volumes(env: Mapping[str, str], volumes: Sequence[str]) -> None:
+    if not volumes:
         return
-    gone = _docker(env, "volume", "rm", "-f", *old, check=False)
+    gone = _docker(env, "volume", "rm", "-f", *volumes, check=False)
     if gone.returncode != 0 and b"no such volume" not in gone.stderr.lower():
         detail = gone.stderr.decode(errors="replace").strip().splitlines()
         raise ComposeError(
-            f"engine mode: could not remove volume {old[0]}: {detail[-1] if detail else ''}"
+            f"engine mode: could not remove volume {volumes[0]}: {detail[-1] if detail else ''}"
         )
 
 
@@ -209,7 +254,7 @@ def remove(project: str, env: Mapping[str, str]) -> None:
     """Remove the project's helper, then its volumes (and with them every value)."""
     helper, _ = names(project)
     _docker(env, "rm", "-f", helper, check=False)
-    _remove_volumes(env, project)
+    _remove_volumes(env, _project_volumes(env, project))
 
 
 def needed(values: Mapping[str, bytes], layout: Layout) -> int:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devsecrets import compose, engine_mode, engine_store, mask, materialize, runtime_dir
 from devsecrets.errors import DevsecretsError
-from devsecrets.layout import plan
+from devsecrets.layout import Layout, plan
 from devsecrets.mask import Masker
 from devsecrets.needs import missing_error
 from devsecrets.override import publish_override
@@ -55,10 +56,14 @@ def prepare(
     the store is read (`watch`: is the project running?)."""
     root = private_root(env, allow_disk=allow_disk, warn=warn)
     cache = root / runtime_dir.COMPOSE_CACHE
-    project, model = open_project(options, cwd, env, need_engine=True, cache=cache)
-    if check is not None:
-        check(model)
-    choice = engine_mode.choose(engine_mode_flag, env, root)
+    pending = engine_mode.start(engine_mode_flag, env, root)  # the probe runs meanwhile
+    try:
+        project, model = open_project(options, cwd, env, need_engine=True, cache=cache)
+        if check is not None:
+            check(model)
+        choice = pending.result()
+    finally:
+        pending.cancel()
     store = store_factory()
     in_store = store.names()
     layout = plan(model, set(in_store))
@@ -71,13 +76,41 @@ def prepare(
     if not is_memory_backed(root):
         warn(f"--allow-disk: secrets are written to disk at {root}; `devsecrets down` removes them")
     clean_stale(root, project.compose, env, keep=model.project)
-    if choice.mode == engine_mode.ENGINE:  # helpers whose runtime directory here is gone
-        engine_store.sweep(
-            env,
-            root,
-            keep=model.project,
-            in_use=lambda p: compose.has_containers(p, project.compose, env),
+    sweeper = None
+    if choice.mode == engine_mode.ENGINE:  # helpers whose runtime directory here is gone,
+        sweeper = threading.Thread(  # swept while this project's helper starts
+            target=_sweep, args=(env, root, model.project, project.compose), daemon=True
         )
+        sweeper.start()
+    try:
+        return _prepare_dir(
+            project, model, layout, values, root, env, cwd, choice, helper_image, validate, warn
+        )
+    finally:
+        if sweeper is not None:
+            sweeper.join()
+
+
+def _sweep(env: Mapping[str, str], root: Path, keep: str, found: compose.Compose) -> None:
+    with contextlib.suppress(DevsecretsError):
+        engine_store.sweep(
+            env, root, keep=keep, in_use=lambda p: compose.has_containers(p, found, env)
+        )
+
+
+def _prepare_dir(
+    project: compose.ComposeProject,
+    model: StackModel,
+    layout: Layout,
+    values: dict[str, bytes],
+    root: Path,
+    env: Mapping[str, str],
+    cwd: Path,
+    choice: engine_mode.EngineChoice,
+    helper_image: str | None,
+    validate: bool,
+    warn: Warn,
+) -> Session:
     project_dir = root / model.project
     created = not project_dir.exists()
     held = runtime_dir.hold(project_dir)
