@@ -12,15 +12,19 @@ peer's figure is taken the same way, in the same loop, alternating A B / B A rou
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,4 +205,145 @@ def machine() -> str:
     return (
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    )
+
+
+# -- live latency (bench_live.py, bench_live_engine.py) ------------------------------------
+
+IN_MOVED_TO = 0x80
+
+
+class Renames:
+    """inotify on a directory: the wall-clock time each IN_MOVED_TO of `name` was read."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_CLOEXEC)
+        if self.fd < 0 or libc.inotify_add_watch(self.fd, bytes(directory), IN_MOVED_TO) < 0:
+            sys.exit("bench: inotify is not available")
+        self.name = name.encode()
+        self.seen: list[float] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            data = os.read(self.fd, 65536)
+            now = time.time()
+            offset = 0
+            while offset < len(data):
+                _, _, _, length = struct.unpack_from("iIII", data, offset)
+                name = data[offset + 16 : offset + 16 + length].rstrip(b"\0")
+                offset += 16 + length
+                if name == self.name:
+                    self.seen.append(now)
+
+    def first_after(self, start: float, timeout: float = 5.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [t for t in self.seen if t >= start]
+            if later:
+                return min(later)
+            time.sleep(0.001)
+        sys.exit("bench: the store file was never replaced")
+
+
+def container_pid(project: str, env: dict[str, str] | None = None) -> int:
+    """The host pid of the first running container of compose project `project`."""
+    for _ in range(600):
+        filters = ["--filter", f"label=com.docker.compose.project={project}"]
+        ids = subprocess.run(
+            ["docker", "ps", "-q", *filters], capture_output=True, text=True, check=True, env=env
+        ).stdout.split()
+        if ids:
+            pid = subprocess.run(
+                ["docker", "inspect", "-f", "{{.State.Pid}}", ids[0]],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            ).stdout.strip()
+            if pid not in ("", "0"):
+                return int(pid)
+        time.sleep(0.1)
+    sys.exit(f"bench: no running container for {project}")
+
+
+def wait_visible(
+    path: Path, old: bytes, new: bytes, timeout: float = 10.0, *, strict: bool = True
+) -> float:
+    """Poll (every ~0.2 ms) until `path` holds `new`; returns when it was first seen (wall
+    clock). `strict`: anything but `old` or `new` on the way (a torn, empty or missing read)
+    ends the bench. (compose watch's sync is not held to that: it rewrites files in place.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            seen = path.read_bytes()
+        except OSError:
+            if strict:
+                sys.exit(f"bench: {path} was missing")
+            seen = b""
+        if seen == new:
+            return time.time()
+        if strict and seen != old:
+            sys.exit(f"bench: {path} held neither the old nor the new value")
+        time.sleep(0.0002)
+    sys.exit(f"bench: {path} never showed the new value")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Live:
+    """One running `devsecrets up` whose secret `x` is changed with `set`, trial by trial:
+    its store file, the container's view of the secret, and the two clocks' samples."""
+
+    devsecrets: list[str]
+    cwd: Path
+    env: dict[str, str]
+    target: Path  # /proc/<pid>/root/run/secrets/x
+    old: bytes = b"initial"
+    from_store: list[float] = field(default_factory=list)
+    from_launch: list[float] = field(default_factory=list)
+    exited_first: int = 0
+
+    def __post_init__(self) -> None:
+        self.store_file = self.cwd / ".devsecrets" / "x.sops.yaml"
+        self.renames = Renames(self.store_file.parent, self.store_file.name)
+
+    def trial(self, value: bytes) -> None:
+        """`devsecrets set x` to `value`; records the ms from the store file being replaced
+        (its ctime, checked against the inotify watch) and from `set` being launched to the
+        new bytes being readable in the container (every read: the old or the new value)."""
+        launched = time.time()
+        setter = subprocess.Popen(
+            [*self.devsecrets, "set", "x"],
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert setter.stdin is not None
+        setter.stdin.write(value)
+        setter.stdin.close()
+        visible = wait_visible(self.target, self.old, value)
+        self.exited_first += setter.poll() is not None
+        if setter.wait(timeout=30) != 0:
+            sys.exit("bench: devsecrets set failed")
+        replaced = self.store_file.stat().st_ctime_ns / 1e9
+        event = self.renames.first_after(launched)
+        if not launched <= replaced <= event + 0.001:
+            sys.exit("bench: the store file's ctime is not between launch and rename")
+        self.from_store.append((visible - replaced) * 1000)
+        self.from_launch.append((visible - launched) * 1000)
+        self.old = value
+
+
+def latency_line(name: str, samples: list[float]) -> str:
+    return (
+        f"  {name:<44} p50 {statistics.median(samples):7.1f} ms"
+        f"   p95 {percentile(samples, 0.95):7.1f} ms   max {max(samples):7.1f} ms"
     )

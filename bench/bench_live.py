@@ -24,24 +24,21 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import ctypes
 import os
 import shutil
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import yaml
+from _common import Live, container_pid, latency_line, wait_visible
 
 REPO = Path(__file__).resolve().parent.parent
-IN_MOVED_TO = 0x80
 
 
 def install(venv: Path) -> Path:
@@ -84,86 +81,6 @@ def install(venv: Path) -> Path:
     )
     assert where.startswith(str(site)), f"bench: imports devsecrets from {where}"
     return script
-
-
-class Renames:
-    """inotify on a directory: the wall-clock time each IN_MOVED_TO of `name` was read."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_CLOEXEC)
-        if self.fd < 0 or libc.inotify_add_watch(self.fd, bytes(directory), IN_MOVED_TO) < 0:
-            sys.exit("bench: inotify is not available")
-        self.name = name.encode()
-        self.seen: list[float] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        while True:
-            data = os.read(self.fd, 65536)
-            now = time.time()
-            offset = 0
-            while offset < len(data):
-                _, _, _, length = struct.unpack_from("iIII", data, offset)
-                name = data[offset + 16 : offset + 16 + length].rstrip(b"\0")
-                offset += 16 + length
-                if name == self.name:
-                    self.seen.append(now)
-
-    def first_after(self, start: float, timeout: float = 5.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            later = [t for t in self.seen if t >= start]
-            if later:
-                return min(later)
-            time.sleep(0.001)
-        sys.exit("bench: the store file was never replaced")
-
-
-def container_pid(project: str) -> int:
-    for _ in range(600):
-        filters = ["--filter", f"label=com.docker.compose.project={project}"]
-        ids = subprocess.run(
-            ["docker", "ps", "-q", *filters], capture_output=True, text=True, check=True
-        ).stdout.split()
-        if ids:
-            pid = subprocess.run(
-                ["docker", "inspect", "-f", "{{.State.Pid}}", ids[0]],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            if pid not in ("", "0"):
-                return int(pid)
-        time.sleep(0.1)
-    sys.exit(f"bench: no running container for {project}")
-
-
-def wait_visible(
-    path: Path, old: bytes, new: bytes, timeout: float = 10.0, *, strict: bool = True
-) -> float:
-    """Poll (every ~0.2 ms) until `path` holds `new`; returns when it was first seen (wall
-    clock). `strict`: anything but `old` or `new` on the way (a torn, empty or missing read)
-    ends the bench. (compose watch's sync is not held to that: it rewrites files in place.)"""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            seen = path.read_bytes()
-        except OSError:
-            if strict:
-                sys.exit(f"bench: {path} was missing")
-            seen = b""
-        if seen == new:
-            return time.time()
-        if strict and seen != old:
-            sys.exit(f"bench: {path} held neither the old nor the new value")
-        time.sleep(0.0002)
-    sys.exit(f"bench: {path} never showed the new value")
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -221,36 +138,17 @@ def main() -> None:
         watch = subprocess.Popen(  # type: ignore[call-overload]
             ["docker", "compose", "watch", "--no-up"], cwd=theirs, env=watch_env, **quiet
         )
-        store_file = ours / ".devsecrets" / "x.sops.yaml"
-        renames = Renames(store_file.parent, store_file.name)
-        from_store: list[float] = []
-        from_launch: list[float] = []
-        exited_first = 0
         theirs_ms: list[float] = []
+        live = None
         try:
             ours_file = Path(f"/proc/{container_pid('benchlive')}/root/run/secrets/x")
+            live = Live(devsecrets, ours, env, ours_file)
             theirs_file = Path(f"/proc/{container_pid('benchwatch')}/root/run/sync/x")
             time.sleep(3)  # both watchers settled
             old = b"initial"
             for trial in range(args.trials):
                 value = f"value-{trial}-{os.urandom(4).hex()}".encode()
-                launched = time.time()
-                setter = subprocess.Popen([*devsecrets, "set", "x"], cwd=ours, env=env,
-                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL)  # fmt: skip
-                assert setter.stdin is not None
-                setter.stdin.write(value)
-                setter.stdin.close()
-                visible = wait_visible(ours_file, old, value)
-                exited_first += setter.poll() is not None
-                if setter.wait(timeout=30) != 0:
-                    sys.exit("bench: devsecrets set failed")
-                replaced = store_file.stat().st_ctime_ns / 1e9
-                event = renames.first_after(launched)
-                if not launched <= replaced <= event + 0.001:
-                    sys.exit("bench: the store file's ctime is not between launch and rename")
-                from_store.append((visible - replaced) * 1000)
-                from_launch.append((visible - launched) * 1000)
+                live.trial(value)
 
                 staged = theirs / "src" / ".x.tmp"
                 start = time.time()
@@ -267,7 +165,8 @@ def main() -> None:
             up.wait(timeout=60)
             subprocess.run(["docker", "compose", "down", "-t", "0"], cwd=theirs, env=watch_env,
                            capture_output=True)  # fmt: skip
-    report(args.trials, from_store, from_launch, exited_first, theirs_ms)
+    assert live is not None
+    report(args.trials, live.from_store, live.from_launch, live.exited_first, theirs_ms)
 
 
 def report(
@@ -284,10 +183,7 @@ def report(
         ("compose watch sync: write -> visible", theirs_ms),
     )
     for name, samples in rows:
-        print(
-            f"  {name:<44} p50 {statistics.median(samples):7.1f} ms"
-            f"   p95 {percentile(samples, 0.95):7.1f} ms   max {max(samples):7.1f} ms"
-        )
+        print(latency_line(name, samples))
     print(f"  `set` had exited before the value was visible in {exited_first} of {trials} trials")
     print("  every read was the old or the new value (no torn, empty or missing read)")
     theirs = statistics.median(theirs_ms)

@@ -20,6 +20,7 @@ file or directory" instead of running without its secrets.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import os
 import posixpath
 import re
 import secrets as _random
+import select
 import shlex
 import socket
 import subprocess
@@ -253,6 +255,8 @@ def _remove_volumes(env: Mapping[str, str], volumes: Sequence[str]) -> None:
 def remove(project: str, env: Mapping[str, str]) -> None:
     """Remove the project's helper, then its volumes (and with them every value)."""
     helper, _ = names(project)
+    for key in [k for k in _channels if k[0] == helper]:
+        _channel_close(key)
     _docker(env, "rm", "-f", helper, check=False)
     _remove_volumes(env, _project_volumes(env, project))
 
@@ -322,7 +326,7 @@ def materialize_into(
     # what the layout no longer has goes first (a file may have become a directory); each
     # path is one we wrote, quoted whole: never split on a space or a newline in a name
     lines += [f"rm -f -- {q(path)}" for path in sorted(set(previous) - set(expected))]
-    lines += [f"mkdir -p {stage}", f"tar -x -f - -C {stage}"]
+    lines += [f"mkdir -p {stage}", f"{_EXTRACT} -C {stage}"]
     dirs: set[str] = set()
     for service in layout.services:
         dirs |= _parents(service.secrets_dir + "/x") if service.binds_secrets_dir else set()
@@ -331,7 +335,8 @@ def materialize_into(
         for relative in service.placeholders:
             dirs |= _parents(f"{service.secrets_dir}/{relative}")
     for directory in sorted(dirs, key=len):
-        lines.append(f"mkdir -p -- {q(directory)} && chmod 0755 -- {q(directory)}")
+        d = q(directory)  # made once (a test is a builtin: no process when it exists)
+        lines.append(f"[ -d {d} ] || {{ mkdir -p -- {d} && chmod 0755 -- {d}; }}")
     for mounted in changed_files:
         lines.append(f"mv -f -- {q(stage + '/' + mounted.host_path)} {q(mounted.host_path)}")
     for service in layout.services:
@@ -341,17 +346,91 @@ def materialize_into(
     if not layout.services:
         lines.append("rm -rf services")
     script = "\n".join(lines)
-    out = _docker(
-        env, "exec", "-i", store.helper, "sh", "-c", script,
-        stdin=archive.getvalue(), check=False,
-    )  # fmt: skip
-    if out.returncode != 0:
-        detail = out.stderr.decode(errors="replace").strip().splitlines()
-        last = detail[-1] if detail else str(out.returncode)
-        if "No space left" in out.stderr.decode(errors="replace"):
-            last = f"its {store.size >> 20} MiB tmpfs is full; run `devsecrets up` again"
-        raise MaterializeError(f"engine mode: writing into helper {store.helper} failed: {last}")
+    data = archive.getvalue()
+    answer = _channel_write(store, script, data)
+    if answer is None:  # no channel open (or it broke): one `docker exec` for this write
+        out = _docker(
+            env, "exec", "-i", store.helper, "sh", "-c",
+            script.replace(_EXTRACT, "tar -x -f -"), stdin=data, check=False,
+        )  # fmt: skip
+        text = out.stderr.decode(errors="replace")
+        answer = "ok" if out.returncode == 0 else (text.strip().splitlines() or ["?"])[-1]
+        if out.returncode == 0:
+            _channel_open(store, env)
+    if answer != "ok":
+        if "No space left" in answer:
+            answer = f"its {store.size >> 20} MiB tmpfs is full; run `devsecrets up` again"
+        raise MaterializeError(f"engine mode: writing into helper {store.helper} failed: {answer}")
     return written, digests, sorted(expected)
+
+
+# Live updates: after the first write of a process, the second one opens a channel, one
+# `docker exec -i helper sh -c LOOP` kept running, and later writes go through it instead of
+# a `docker exec` each (a process start and three API calls). A message is a header line
+# "<script bytes> <tar bytes>", the script (paths only), the tar. The loop reads each part
+# with `dd iflag=fullblock` (exactly that many bytes), runs the script, answers "ok" or
+# "fail <last line>"; after a failure it stops reading, so bytes left of a message are never
+# taken for a header or a script. A broken channel is closed; that write goes by `docker exec`.
+_EXTRACT = 'dd bs="$tlen" count=1 iflag=fullblock 2>/dev/null | tar -x -f -'
+_LOOP = """
+while read -r slen tlen; do
+  script=$(dd bs="$slen" count=1 iflag=fullblock 2>/dev/null) || exit 1
+  [ "${#script}" -gt 0 ] || exit 1
+  out=$(eval "$script" 2>&1)
+  if [ $? -eq 0 ]; then echo ok; else printf 'fail %s\\n' "$(echo "$out" | tail -n 1)"; exit 1; fi
+done
+"""
+_channels: dict[tuple[str, str], subprocess.Popen[bytes] | None] = {}
+_writes: dict[tuple[str, str], int] = {}
+
+
+def _channel_open(store: EngineStore, env: Mapping[str, str]) -> None:
+    key = (store.helper, store.volume)
+    _writes[key] = _writes.get(key, 0) + 1
+    if _writes[key] < 2 or key in _channels:  # a one-off `up -d` never opens one
+        return
+    try:
+        _channels[key] = subprocess.Popen(
+            ["docker", "exec", "-i", store.helper, "sh", "-c", _LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(env),
+        )
+    except OSError:
+        _channels[key] = None  # not again for this helper
+
+
+def _channel_write(store: EngineStore, script: str, tar: bytes) -> str | None:
+    """The loop's answer ("ok" or the failure's last line), or None: no channel, or it broke
+    before answering (then it is closed and not opened again for this helper)."""
+    key = (store.helper, store.volume)
+    proc = _channels.get(key)
+    if proc is None or proc.stdin is None or proc.stdout is None:
+        return None
+    body = script.encode()
+    try:
+        proc.stdin.write(f"{len(body)} {len(tar)}\n".encode() + body + tar)
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], _TIMEOUT)
+        line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    except (OSError, ValueError):
+        line = ""
+    if line == "ok":
+        return "ok"
+    _channel_close(key)
+    _channels[key] = None
+    return line.removeprefix("fail ") if line.startswith("fail ") else None
+
+
+def _channel_close(key: tuple[str, str]) -> None:
+    proc = _channels.pop(key, None)
+    if proc is not None:
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        proc.kill()
+        proc.wait()
 
 
 def _parents(path: str) -> set[str]:
