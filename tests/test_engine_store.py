@@ -5,14 +5,25 @@ beyond the size the tmpfs volume was made with."""
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import TEST_IMAGE, User, devsecrets, devsecrets_cmd, project_name, write_stack
-from test_engine_mode import _container, _docker, _env, _remove_project, _volumes, isolated
+from test_engine_mode import (
+    _container,
+    _docker,
+    _env,
+    _remove_project,
+    _volumes,
+    _wait,
+    isolated,
+)
 
 __all__ = ["isolated"]  # the fixture, imported to be used here
 
@@ -191,3 +202,101 @@ def test_a_value_that_outgrows_the_volume_is_one_line_live_and_a_bigger_volume_a
             watch.wait()
         devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
         _remove_project(isolated, project)
+
+
+def _channels(helper: str) -> list[int]:
+    """Pids of `docker exec -i HELPER sh -c <the write loop>` processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[:1] and argv[0].endswith(b"docker") and helper.encode() in argv:
+            if any(b"while read -r slen tlen" in a for a in argv):
+                found.append(int(entry.name))
+    return found
+
+
+def test_live_writes_go_through_one_kept_exec_and_survive_its_loss(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    assert alice.run("set", "x", input=b"value-0").exit_code == 0
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["x"]}})
+    project = project_name()
+    env = _env(alice, isolated, runtime_dir, COMPOSE_PROJECT_NAME=project)
+    up = subprocess.Popen(
+        [*devsecrets_cmd(), "up"],
+        cwd=alice.project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    helper = f"devsecrets-{project}-helper"
+
+    def change(i: int) -> None:
+        value = f"value-{i}".encode()
+        assert alice.run("set", "x", input=value).exit_code == 0
+        cid = _wait(lambda: _container(isolated, project, "api"), "api")
+        _wait(
+            lambda: _docker(isolated, "exec", cid, "cat", "/run/secrets/x").stdout == value,
+            f"value {i} in the container",
+        )
+
+    try:
+        _wait(lambda: _container(isolated, project, "api"), "api", timeout=120)
+        change(1)  # the first live write: one `docker exec`, then the channel opens
+        change(2)
+        kept = _wait(lambda: _channels(helper), "the kept exec")
+        assert len(kept) == 1
+        for i in range(3, 6):
+            change(i)
+        assert _channels(helper) == kept  # the same one carried them
+        os.kill(kept[0], signal.SIGKILL)  # lost: the next write goes by `docker exec`
+        change(6)
+        change(7)
+    finally:
+        up.terminate()
+        _, err = up.communicate(timeout=60)
+        _remove_project(isolated, project)
+    assert b"x changed" in err
+    assert not _channels(helper)  # gone with the helper
+
+
+LOOP_FAILS = b"exit 3\n"  # a script that fails before it reads its tar
+
+
+def test_the_write_loop_stops_at_a_failure_and_never_runs_what_follows(tmp_path: Path) -> None:
+    """The loop alone (busybox sh, no engine): after a failed message, bytes that would form
+    a valid next message (here, the unread tar of the failed one) are not run."""
+    from devsecrets import engine_store
+
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed")
+    marker = tmp_path / "ran"
+    follows = f"touch {marker}\n".encode()
+    stream = (
+        f"{len(LOOP_FAILS)} {len(follows) + 16}\n".encode()
+        + LOOP_FAILS
+        + f"{len(follows)} 1\n".encode()
+        + follows
+        + b"x"
+    )
+    out = subprocess.run(
+        [busybox, "sh", "-c", engine_store._LOOP], input=stream, capture_output=True, timeout=30
+    )
+    assert out.stdout.startswith(b"fail"), out
+    assert not marker.exists(), "the loop ran bytes after a failed message"
+    # and a good message is answered "ok"
+    good = f"touch {marker}".encode()
+    out = subprocess.run(
+        [busybox, "sh", "-c", engine_store._LOOP],
+        input=f"{len(good)} 0\n".encode() + good,
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.stdout == b"ok\n" and marker.exists(), out
