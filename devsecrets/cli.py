@@ -767,7 +767,12 @@ def _command(app: App, kwargs: Mapping[str, Any], command: str, project: str) ->
 
 
 def _prepare(
-    app: App, kwargs: Mapping[str, Any], *, validate: bool = True, running: bool = False
+    app: App,
+    kwargs: Mapping[str, Any],
+    *,
+    validate: bool = True,
+    running: bool = False,
+    building: bool = False,
 ) -> Session:
     """Materialize and render. The stack's on-change policies are read with the stack (and
     the command line's parsed by the caller), so bad ones fail before anything is written.
@@ -792,6 +797,7 @@ def _prepare(
         engine_mode_flag=kwargs.get("engine_mode"),
         helper_image=kwargs.get("helper_image"),
         check=check,
+        building=building,
     )
 
 
@@ -875,7 +881,8 @@ def up(
     policies = parse_cli_policies(on_change)  # bad input fails before anything is written
     detached = is_detached(compose_args)
     with plaintext_guard():  # a stop signal from here on wipes what was written
-        session = _prepare(app, kwargs, validate=False)
+        building = "--build" in compose_args
+        session = _prepare(app, kwargs, validate=False, building=building)
         with wiped_on_error(session, detached):
             if session.choice is not None:
                 _say(session.choice.line())
@@ -898,6 +905,38 @@ def up(
             redeploy=_redeploy(app, session, policies),  # as a re-run `docker stack deploy`
         )
         return code
+
+
+@cli.command(context_settings=PASSTHROUGH)
+@compose_options
+@engine_options
+@no_mask_option
+@click.argument("compose_args", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_service)
+@pass_app
+def build(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwargs: Any) -> int:
+    """docker compose build, with build.secrets (RUN --mount=type=secret) from the store.
+
+    Each build secret is a file on tmpfs that compose hands to BuildKit: never in an image
+    layer, a build argument or the build cache. Wiped afterwards unless the stack is up.
+    BuildKit does not rebuild when only a secret's value changed: add --no-cache for that.
+    Build output is masked like `up`'s (--no-mask: as is).
+
+    \b
+    Examples:
+      devsecrets build                 # every service with a build: section
+      devsecrets build --no-cache api
+      devsecrets up --build            # the same secrets when up builds
+    """
+    from devsecrets.pipeline import build_images, wiped_on_error
+    from devsecrets.process import plaintext_guard
+
+    with plaintext_guard():  # a stop signal from here on wipes what was written
+        session = _prepare(app, kwargs, validate=False, building=True)
+        with wiped_on_error(session, detached=True):  # only what this build wrote
+            names = ", ".join(f.key for f in session.layout.build.files) or "none"
+            _say(f"build secrets: {names}")
+            masker = None if no_mask else _masker(lambda: session.values)
+        return build_images(session, compose_args, masker)
 
 
 @cli.command()

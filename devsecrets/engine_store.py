@@ -537,4 +537,5 @@ def materialize_for(
     """Write `values` as `layout` says: into `project_dir` (host mode) or the engine."""
     if engine is None:
         return materialize.materialize(project_dir, layout, values)
+    materialize.materialize_build(project_dir, layout, values)  # compose reads them here
     return write(project_dir, engine, layout, values, env)

@@ -19,6 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from devsecrets.buildsecrets import BuildPlan, plan_build
 from devsecrets.needs import Finding, FindingKind, Needs, needs
 from devsecrets.stack import SECRETS_DIR, Grant, SourceKind, StackModel
 
@@ -56,6 +57,7 @@ class Layout:
     services: tuple[ServiceLayout, ...]
     needs: Needs
     findings: tuple[Finding, ...]  # about this layout (volumes, environment secrets)
+    build: BuildPlan = BuildPlan()  # build-time secrets (files for `docker compose build`)
 
     @property
     def missing(self) -> Mapping[str, tuple[str, ...]]:
@@ -67,7 +69,7 @@ class Layout:
         return (*self.needs.warnings, *self.findings)
 
     def store_names(self) -> set[str]:
-        return {f.store_name for s in self.services for f in s.files}
+        return {f.store_name for s in self.services for f in s.files} | self.build.store_names()
 
 
 def plan(model: StackModel, in_store: Collection[str]) -> Layout:
@@ -82,6 +84,7 @@ def plan(model: StackModel, in_store: Collection[str]) -> Layout:
         services=tuple(s for s in services if s.files),
         needs=need,
         findings=tuple(findings),
+        build=plan_build(model, in_store),
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from devsecrets import fdpath, runtime_dir
 from devsecrets.atomic import write_at
+from devsecrets.buildsecrets import BUILD_DIR
 from devsecrets.errors import MaterializeError, reason
 from devsecrets.layout import Layout, MountedFile
 
@@ -75,6 +76,7 @@ def materialize(project_dir: Path, layout: Layout, values: Mapping[str, bytes]) 
                             os.close(os.open(name, _NEW, 0o444, dir_fd=parent))
                     finally:
                         os.close(parent)
+            _build_files(top, staging, layout, values)
             with contextlib.suppress(FileNotFoundError):
                 services = os.open("services", _DIR, dir_fd=top)
                 try:
@@ -84,6 +86,46 @@ def materialize(project_dir: Path, layout: Layout, values: Mapping[str, bytes]) 
             return written
         finally:
             os.close(staging)
+
+
+def materialize_build(project_dir: Path, layout: Layout, values: Mapping[str, bytes]) -> None:
+    """Only the build secrets' files: the engine mode puts the services' files in the engine,
+    but compose reads build secrets on this machine."""
+    with _project(project_dir) as top:
+        staging = _subdir(top, [STAGING], 0o700)
+        try:
+            _build_files(top, staging, layout, values)
+        finally:
+            os.close(staging)
+
+
+def _build_files(top: int, staging: int, layout: Layout, values: Mapping[str, bytes]) -> None:
+    """`build/<key>`, 0400 and ours (compose reads it as this user) in a 0700 directory;
+    files the layout no longer has are removed."""
+    expected = {f.host_path for f in layout.build.files}
+    if expected:
+        os.close(_subdir(top, [BUILD_DIR], 0o700))
+    for built in layout.build.files:
+        *parents, name = _parts(built.host_path)
+        if parents != [BUILD_DIR]:
+            raise MaterializeError(f"refusing a build secret named {built.key!r}")
+        directory = _subdir(top, parents, 0o700)
+        try:
+            value = values[built.store_name]
+            if not _same(directory, name, value, 0o400, os.getuid(), os.getgid()):
+                write_at(directory, name, value, mode=0o400, umask=False, temp_dir_fd=staging)
+        finally:
+            os.close(directory)
+    try:
+        directory = os.open(BUILD_DIR, _DIR, dir_fd=top)
+    except FileNotFoundError:
+        return
+    try:
+        _remove_unexpected(directory, BUILD_DIR, expected)
+    finally:
+        os.close(directory)
+    if not expected:
+        os.rmdir(BUILD_DIR, dir_fd=top)
 
 
 @contextlib.contextmanager

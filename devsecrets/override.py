@@ -22,7 +22,7 @@ def publish_override(
     """Render once: write the override and record a digest of each service's part of it.
     `bind_root`: where the engine finds the files (the engine mode's tmpfs volume);
     `project_dir` by default."""
-    rendered = render(layout, bind_root or project_dir)
+    rendered = render(layout, bind_root or project_dir, build_root=project_dir)
     override = materialize.write_text(project_dir, materialize.OVERRIDE, to_yaml(rendered))
     blocks = {
         name: hashlib.sha256(json.dumps(block, sort_keys=True).encode()).hexdigest()

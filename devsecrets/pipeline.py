@@ -48,12 +48,14 @@ def prepare(
     engine_mode_flag: str | None = None,
     helper_image: str | None = None,
     check: Callable[[StackModel], None] | None = None,
+    building: bool = False,
 ) -> Session:
     """Everything before `compose up`: the secrets are on tmpfs and the override is written.
 
     `validate` runs `compose config` on the result; `up` skips it because compose checks the
     override itself a moment later, and reports its own error. `check` sees the model before
-    the store is read (`watch`: is the project running?)."""
+    the store is read (`watch`: is the project running?). `building`: build secrets the
+    store lacks are an error (else a warning: an image already built needs none)."""
     root = private_root(env, allow_disk=allow_disk, warn=warn)
     cache = root / runtime_dir.COMPOSE_CACHE
     pending = engine_mode.start(engine_mode_flag, env, root)  # the probe runs meanwhile
@@ -69,6 +71,10 @@ def prepare(
     layout = plan(model, set(in_store))
     if layout.missing:
         raise missing_error(layout.missing, in_store)
+    if layout.build.missing and building:
+        raise missing_error(layout.build.missing, in_store)
+    for name, services in layout.build.missing.items():
+        warn(f"the store lacks build secret {name}: building {', '.join(services)} will fail")
     for finding in layout.warnings:
         warn(finding.message)
     identities = identities_factory()
@@ -222,6 +228,22 @@ def start_stack(
             down_hint,
             lambda: wipe(session.project_dir, session.model.project, session.env),
         )
+        if session.held is not None:
+            session.held.release()
+
+
+def build_images(session: Session, args: Sequence[str], masker: Masker | None = None) -> int:
+    """`compose build ARGS` with the override, so the services' `build.secrets` read the
+    store's values from tmpfs. The secrets are wiped afterwards unless the project's
+    directory was there before (a running stack's). Compose's exit code."""
+    try:
+        argv = session.argv(["build", *args])
+        if masker is not None:  # a RUN step that prints its secret
+            return mask.run(argv, session.env, session.cwd, masker)
+        return compose.run(argv, session.env, session.cwd)
+    finally:
+        if session.created_dir:
+            wipe(session.project_dir, session.model.project, session.env)
         if session.held is not None:
             session.held.release()
 

@@ -19,6 +19,10 @@ class Override(list[Any]):
     """A sequence compose must take as-is instead of merging (`!override`, compose >= 2.24.4)."""
 
 
+class OverrideMap(dict[str, Any]):
+    """A mapping compose must take as-is instead of merging (`!override`)."""
+
+
 class _Dumper(yaml.SafeDumper):
     pass
 
@@ -26,9 +30,14 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(
     Override, lambda dumper, data: dumper.represent_sequence("!override", list(data))
 )
+_Dumper.add_representer(
+    OverrideMap, lambda dumper, data: dumper.represent_mapping("!override", dict(data))
+)
 
 
-def render(layout: Layout, project_dir: Path) -> dict[str, Any]:
+def render(layout: Layout, project_dir: Path, build_root: Path | None = None) -> dict[str, Any]:
+    """`project_dir`: where the engine finds the services' files; `build_root`: where
+    compose (on this machine) finds the build secrets' files (default: `project_dir`)."""
     services: dict[str, Any] = {}
     for service in layout.services:
         volumes = []
@@ -43,7 +52,16 @@ def render(layout: Layout, project_dir: Path) -> dict[str, Any]:
             "secrets": Override(dict(ref) for ref in service.kept_refs),
             "volumes": volumes,
         }
-    return {"services": services}
+    rendered: dict[str, Any] = {"services": services}
+    if layout.build.files:
+        # a build secret becomes a `file:` secret on tmpfs: compose reads it and hands it to
+        # BuildKit (it accepts no `external:` source for builds); whatever else the key had
+        # (external, name, a plaintext file) is replaced
+        root = build_root or project_dir
+        rendered["secrets"] = {
+            f.key: OverrideMap(file=str(root / f.host_path)) for f in layout.build.files
+        }
+    return rendered
 
 
 def _bind(source: Path, target: str) -> dict[str, Any]:
@@ -68,6 +86,8 @@ def _escape(node: Any) -> Any:
         return node.replace("$", "$$")
     if isinstance(node, Override):
         return Override(_escape(item) for item in node)
+    if isinstance(node, OverrideMap):
+        return OverrideMap({key: _escape(value) for key, value in node.items()})
     if isinstance(node, list):
         return [_escape(item) for item in node]
     if isinstance(node, dict):

@@ -89,6 +89,8 @@ class StackModel:
     raw_service_secrets: Mapping[str, tuple[Mapping[str, Any], ...]]
     service_volume_targets: Mapping[str, frozenset[str]]
     on_change: Mapping[str, Policy] = field(default_factory=dict)  # x-devsecrets: on-change
+    # service -> top-level secret keys its `build.secrets` uses (BuildKit secret mounts)
+    build_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def read_model(config: Mapping[str, Any]) -> StackModel:
@@ -104,6 +106,7 @@ def read_model(config: Mapping[str, Any]) -> StackModel:
     grants: list[Grant] = []
     raw: dict[str, tuple[Mapping[str, Any], ...]] = {}
     volumes: dict[str, frozenset[str]] = {}
+    build: dict[str, tuple[str, ...]] = {}
     for service, spec in sorted(_mapping(config.get("services"), "services").items()):
         if not _SERVICE.fullmatch(service) or service in (".", ".."):
             raise StackError(f"bad service name {service!r}")  # compose's own pattern
@@ -113,6 +116,8 @@ def read_model(config: Mapping[str, Any]) -> StackModel:
         volumes[service] = frozenset(
             str(v.get("target", "")) for v in _list(spec, "volumes") if isinstance(v, dict)
         )
+        if keys := _build_secrets(service, spec, sources):
+            build[service] = keys
         service_grants = [_grant(service, ref, sources) for ref in refs]
         _check_targets(service, service_grants)
         grants.extend(service_grants)
@@ -123,6 +128,7 @@ def read_model(config: Mapping[str, Any]) -> StackModel:
         raw_service_secrets=raw,
         service_volume_targets=volumes,
         on_change=_on_change(config.get("x-devsecrets")),
+        build_secrets=build,
     )
 
 
@@ -139,6 +145,24 @@ def _list(spec: Mapping[str, Any], key: str) -> list[Any]:
     if not isinstance(raw, list):
         raise StackError(f"compose config gave an unexpected shape for {key}")
     return raw
+
+
+def _build_secrets(
+    service: str, spec: Mapping[str, Any], sources: Mapping[str, SecretSource]
+) -> tuple[str, ...]:
+    """The top-level keys of the service's `build.secrets`, each one declared."""
+    build = spec.get("build")
+    if not isinstance(build, dict):
+        return ()
+    keys = []
+    for ref in _list(build, "secrets"):
+        key = str(_mapping(ref, f"service {service!r}: a build secret").get("source"))
+        if key not in sources:
+            raise StackError(
+                f"service {service!r} builds with secret {key!r}, which is not declared"
+            )
+        keys.append(key)
+    return tuple(dict.fromkeys(keys))
 
 
 def _check_targets(service: str, grants: list[Grant]) -> None:

@@ -73,3 +73,57 @@ def test_compose_logs_masks(alice: User, echo_stack):
         assert b"password=" + CANARY in raw.stdout
     finally:
         devsecrets(["down", "-t", "0"], cwd=alice.project, env=echo_stack)
+
+
+def on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, bytes]:
+    """Run devsecrets with its stdout on a pseudo-terminal: (exit code, what it showed)."""
+    import os
+    import pty
+    import select
+    import subprocess
+
+    from conftest import devsecrets_cmd
+
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        [*devsecrets_cmd(), *args], cwd=cwd, env=env, stdout=follower, stderr=subprocess.PIPE
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 120)
+        if not ready:
+            child.kill()
+            raise AssertionError("no output for 120 s")
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    child.stderr.read()
+    return child.wait(timeout=60), shown
+
+
+@pytest.mark.docker
+def test_masked_output_keeps_compose_colours_on_a_terminal(alice: User, echo_stack):
+    started = devsecrets(["up", "-d"], cwd=alice.project, env=echo_stack)
+    assert started.returncode == 0, started.stderr.decode()
+    try:
+        code, shown = on_a_terminal(["compose", "logs", "api"], alice.project, echo_stack)
+        assert code == 0
+        assert b"password=****" in shown
+        assert CANARY not in shown
+        assert b"\x1b[" in shown  # compose's colours, although its output went through a pipe
+        piped = devsecrets(["compose", "logs", "api"], cwd=alice.project, env=echo_stack)
+        assert b"password=****" in piped.stdout
+        assert b"\x1b[" not in piped.stdout  # not a terminal: none, as compose does itself
+        code, plain = on_a_terminal(
+            ["compose", "logs", "api"], alice.project, {**echo_stack, "NO_COLOR": "1"}
+        )
+        assert code == 0 and b"password=****" in plain
+        assert b"\x1b[" not in plain  # the user's choice wins
+    finally:
+        devsecrets(["down", "-t", "0"], cwd=alice.project, env=echo_stack)
