@@ -4,6 +4,9 @@ Input: a function giving the current values (they change while `up` follows the 
 compose's stdout/stderr pipes. Output: the same lines with values replaced, on our own
 stdout/stderr. Values shorter than MIN_VALUE bytes are not masked: they would blot out
 ordinary words. Line by line, so a value split across two writes of one line is still found.
+Compose colours its output only on a terminal and sees our pipe instead, so when our stdout
+is a terminal it is asked for colours (`COMPOSE_ANSI=always`) unless the user chose
+(`COMPOSE_ANSI`, `NO_COLOR`); masking works on the coloured lines alike.
 """
 
 from __future__ import annotations
@@ -79,11 +82,20 @@ def _needles(values: Sequence[bytes]) -> set[bytes]:
     return needles
 
 
+def colour_env(env: Mapping[str, str], terminal: bool) -> dict[str, str]:
+    """`env` for compose, asking for colours when our own output is a `terminal`."""
+    wanted = dict(env)
+    if terminal and "COMPOSE_ANSI" not in env and not env.get("NO_COLOR"):
+        wanted["COMPOSE_ANSI"] = "always"
+    return wanted
+
+
 def popen(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """Start compose with its output piped to us (for masking)."""
+    """Start compose with its output piped to us (for masking), coloured as it would be."""
+    child_env = colour_env(env, sys.stdout.isatty())
     try:
         return subprocess.Popen(
-            list(argv), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            list(argv), env=child_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
     except OSError as e:
         raise ComposeError(f"could not run {argv[0]}: {e.strerror}") from e
