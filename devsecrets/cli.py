@@ -137,6 +137,49 @@ def complete_on_change(ctx: click.Context, param: Any, incomplete: str) -> list[
     return [f"{n}=" for n in _services(ctx) if n.startswith(service)]
 
 
+# fish: our own script and line format. click 8.4's fish script is broken (a literal newline
+# lands in its `string split`, so fish fails on every completion), and its line format has
+# changed between click versions; this pair is tested through the real fish.
+_FISH_SOURCE = """\
+function %(complete_func)s
+    set -l response (env %(complete_var)s=fish_complete COMP_WORDS=(commandline -cp) \\
+        COMP_CWORD=(commandline -t) %(prog_name)s)
+    for completion in $response
+        set -l item (string split -m 2 \\t -- $completion)
+        switch $item[1]
+            case dir
+                __fish_complete_directories $item[2]
+            case file
+                __fish_complete_path $item[2]
+            case plain
+                if test -n "$item[3]"
+                    printf '%%s\\t%%s\\n' $item[2] $item[3]
+                else
+                    printf '%%s\\n' $item[2]
+                end
+        end
+    end
+end
+
+complete --no-files --command %(prog_name)s --arguments "(%(complete_func)s)"
+"""
+
+
+def _use_our_fish() -> None:
+    """Register our fish script and format with click (imported only when completing)."""
+    from click.shell_completion import CompletionItem, FishComplete, add_completion_class
+
+    class OurFish(FishComplete):
+        source_template = _FISH_SOURCE
+
+        def format_completion(self, item: CompletionItem) -> str:
+            """`type<TAB>value<TAB>help` on one line (tabs, newlines inside: spaces)."""
+            fields = (item.type, item.value, item.help or "")
+            return "\t".join(" ".join(str(f).split()) for f in fields)
+
+    add_completion_class(OurFish, "fish")
+
+
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
@@ -153,6 +196,7 @@ def completion(shell: str) -> None:
     """
     from click.shell_completion import get_completion_class
 
+    _use_our_fish()
     completer = get_completion_class(shell)
     assert completer is not None  # noqa: S101 - click.Choice admits only known shells
     click.echo(completer(cli, {}, "devsecrets", "_DEVSECRETS_COMPLETE").source())
@@ -1449,6 +1493,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_click(argv: list[str] | None) -> int:
     """click's own outcomes (usage errors, --help, --version, Abort) as exit codes."""
+    if "_DEVSECRETS_COMPLETE" in os.environ:  # a shell asks for completions
+        _use_our_fish()
     try:
         result = cli.main(args=argv, prog_name="devsecrets", standalone_mode=False)
     except click.exceptions.Exit as e:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import User
+from conftest import User, need
 
 COMPLETE = """
 source <(devsecrets completion bash)
@@ -47,6 +47,41 @@ def bash_complete(alice: User, env: dict[str, str], *words: str) -> list[str]:
         timeout=60,
     )
     return [line for line in out.stdout.splitlines() if line]
+
+
+# zsh: the script is sourced after compinit, as a user's ~/.zshrc does; zsh's builtin compadd
+# and the _describe function are replaced by ones that print what they were given, and the
+# completion function is called as the completion system would (words, CURRENT).
+ZSH_COMPLETE = """
+autoload -U compinit && compinit -u -D
+source <(devsecrets completion zsh)
+compadd() { print -rl -- "${(@P)${@[-1]}}" }
+_describe() { print -rl -- "${(@)${(@P)3}%%:*}" }
+c() { words=("$@"); CURRENT=$#; _devsecrets_completion }
+"""
+
+# fish: the script is sourced as a completions file; `complete -C` asks fish itself.
+FISH_COMPLETE = """
+devsecrets completion fish | source
+complete -C "$argv[1]" | string replace -r '\t.*' ''
+true  # string replace fails when no line had a description
+"""
+
+
+def shell_complete(shell: str, user: User, env: dict[str, str], *words: str) -> list[str]:
+    """Completions for `devsecrets WORDS…` from the real zsh or fish (missing locally: skip;
+    under CI=true: fail, as .ci/run installs both)."""
+    if shutil.which(shell) is None:
+        need(f"{shell} is not installed (Debian: apt-get install {shell})")
+    if shell == "zsh":
+        quoted = " ".join(f"'{w}'" for w in ("devsecrets", *words))
+        argv = ["zsh", "-f", "-c", ZSH_COMPLETE + f"c {quoted}"]
+    else:
+        argv = ["fish", "--no-config", "-c", FISH_COMPLETE, " ".join(("devsecrets", *words))]
+    out = subprocess.run(
+        argv, cwd=user.project, env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    return sorted({line for line in out.stdout.splitlines() if line})
 
 
 @pytest.fixture
@@ -118,6 +153,21 @@ def test_zsh_and_fish_scripts_and_protocol(project_with_stack: User, shell_env, 
     if shutil.which(shell):
         checked = subprocess.run([shell, "-n"], input=script.stdout, text=True, env=os.environ)
         assert checked.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_complete_through_the_real_shell(project_with_stack: User, shell_env, shell):
+    user = project_with_stack
+    commands = shell_complete(shell, user, shell_env, "")
+    assert {"up", "down", "get", "set", "build", "completion", "recipients"} <= set(commands)
+    assert shell_complete(shell, user, shell_env, "set", "--f") == ["--from-file"]
+    nowhere = {**shell_env, "HOME": str(user.home / "nowhere")}  # names without a key
+    assert shell_complete(shell, user, nowhere, "get", "db_") == ["db_password", "db_user"]
+    assert shell_complete(shell, user, shell_env, "rm", "x") == []
+    assert shell_complete(shell, user, shell_env, "up", "") == ["api", "worker"]
+    assert shell_complete(shell, user, shell_env, "up", "-f", "other.yml", "") == ["nginx"]
+    assert shell_complete(shell, user, shell_env, "compose", "logs", "w") == ["worker"]
 
 
 def test_core_names_in_process(project_with_stack: User):
