@@ -186,7 +186,10 @@ def _needs(stack: _Stack, names: list[str], report: Report) -> None:
     from devsecrets.suggest import closest
 
     layout = plan(stack.model, set(names))
-    for name, services in layout.missing.items():
+    missing = dict(layout.missing)
+    for name, builders in layout.build.missing.items():  # `devsecrets build` would stop
+        missing[name] = (*missing.get(name, ()), *(f"{s} (build)" for s in builders))
+    for name, services in missing.items():
         typo = closest(name, names)
         report.add(
             "missing",

@@ -277,3 +277,34 @@ def test_the_deploy_key_is_not_unused(repo: User):
     repo.run("set", "devsecrets-deploy-key", input=b"k" * 32)
     code, report, _ = run_check(repo)
     assert (code, codes(report)) == (0, [])
+
+
+def test_no_compose_and_a_broken_stack(repo: User, tmp_path: Path):
+    code, report, _ = run_check(repo, env={"DEVSECRETS_COMPOSE": str(tmp_path / "no-compose")})
+    assert code == 1
+    assert codes(report) == ["no-compose"]
+    assert "compose" not in report["facts"]
+    (repo.project / "docker-stack.yml").write_text("services: [not, a, map\n")
+    code, report, _ = run_check(repo)
+    assert code == 1
+    assert codes(report) == ["stack"]
+    stack(repo, {"api": {"secrets": ["db_password"]}})
+    code, report, _ = run_check(repo)
+    assert (code, codes(report)) == (0, [])  # both gone once compose and the stack are back
+    assert "compose" in report["facts"] and "stack" in report["facts"]
+
+
+def test_a_build_secret_the_store_lacks_is_missing(repo: User):
+    stack(
+        repo,
+        {"api": {"secrets": ["db_password"], "build": {"context": ".", "secrets": ["npm"]}}},
+        {"secrets": {"npm": {"external": True}}},
+    )
+    code, report, _ = run_check(repo)
+    assert code == 1
+    [finding] = report["findings"]
+    assert (finding["code"], finding["secret"]) == ("missing", "npm")
+    assert "api (build)" in finding["message"]
+    repo.run("set", "npm", input=b"npm-token-value")
+    code, report, _ = run_check(repo)
+    assert (code, codes(report)) == (0, [])  # stored: neither missing nor unused
