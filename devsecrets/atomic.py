@@ -29,6 +29,7 @@ def write_at(
     owner: tuple[int, int] | None = None,
     temp_dir_fd: int | None = None,
     durable: bool = False,
+    sync_dir: bool = True,
 ) -> None:
     """Replace `name` in the directory `dir_fd` with `data`.
 
@@ -36,6 +37,7 @@ def write_at(
     `owner`: (uid, gid) set on the open file before it becomes visible (root only).
     `temp_dir_fd`: where the temp file goes, on the same filesystem (default: `dir_fd`).
     `durable`: fsync the file and the directory, for files on disk that must survive a crash.
+    `sync_dir`: False leaves the directory's fsync to the caller (one for several files).
     """
     where = dir_fd if temp_dir_fd is None else temp_dir_fd
     temp = f".{name}.tmp-{os.getpid()}-{_random.token_hex(4)}"
@@ -55,16 +57,24 @@ def write_at(
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=where)
         raise
-    if durable:
+    if durable and sync_dir:
         os.fsync(dir_fd)
 
 
 def write_atomic(
-    path: Path, data: bytes, *, mode: int = 0o600, umask: bool = True, durable: bool = False
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    umask: bool = True,
+    durable: bool = False,
+    sync_dir: bool = True,
 ) -> None:
     """`write_at` for a path: replace `path` with `data` (see `write_at`)."""
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        write_at(dir_fd, path.name, data, mode=mode, umask=umask, durable=durable)
+        write_at(
+            dir_fd, path.name, data, mode=mode, umask=umask, durable=durable, sync_dir=sync_dir
+        )
     finally:
         os.close(dir_fd)

@@ -23,7 +23,7 @@ from devsecrets.errors import DevsecretsError, StackError, UsageProblem, reason
 from devsecrets.layout import Layout, plan
 from devsecrets.override import publish_override
 from devsecrets.stack import NO_POLICY, Action, Policy, read_model
-from devsecrets.store import RECIPIENTS_FILE, SUFFIX
+from devsecrets.store import LOCK_FILE, RECIPIENTS_FILE, SUFFIX
 
 if TYPE_CHECKING:
     from devsecrets.keys import Identities
@@ -375,7 +375,13 @@ def start_watching(live: LiveStack) -> Watching:
     """Start the observer; returns what stops it."""
     from devsecrets.watch import Watcher
 
-    watcher = Watcher(live.directories(), live.wanted, live.on_batch, report=live.report)
+    watcher = Watcher(
+        live.directories(),
+        live.wanted,
+        live.on_batch,
+        report=live.report,
+        writer_lock=live.store.root / LOCK_FILE,  # a writer done: its changes are due at once
+    )
     live.record()  # what runs now: the containers `up` made, or what catch_up applied
     watcher.start()
     live.on_batch(set())  # whatever changed before the observer ran (cheap when nothing did)

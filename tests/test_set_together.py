@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -10,7 +13,7 @@ import pytest
 from conftest import User
 
 from devsecrets.keys import find_identities
-from devsecrets.store import Store
+from devsecrets.store import LOCK_FILE, Store
 
 
 def test_several_files_are_stored_together(alice: User, tmp_path: Path):
@@ -80,3 +83,33 @@ def test_a_reader_waits_for_a_multi_secret_write(alice: User):
     release.set()
     thread.join()
     assert entered.wait(5), "the reader never went ahead"
+
+
+def test_the_directory_is_synced_after_the_lock_is_released(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+):
+    """A watcher waiting for the lock reads as soon as the files are renamed: the store
+    directory's fsync (milliseconds on a disk) comes after the release, and still before
+    `set` returns. Each file's own fsync comes before its rename, under the lock."""
+    store = Store(alice.store)
+    ids = find_identities(alice.env_for_core())
+    store.write("a", b"0", ids)  # the lock file exists from now on
+    synced: list[tuple[str, bool]] = []  # (file or dir, lock held)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        probe = os.open(alice.store / LOCK_FILE, os.O_RDONLY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            held = False
+        except BlockingIOError:
+            held = True
+        finally:
+            os.close(probe)
+        synced.append((kind, held))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store.write_many({"a": b"1", "b": b"1"}, ids)
+    assert synced == [("file", True), ("file", True), ("dir", False)]

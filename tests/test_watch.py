@@ -7,16 +7,18 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import User
 
+from devsecrets import watch
 from devsecrets.atomic import write_atomic
 from devsecrets.compose import Compose, ComposeProject
 from devsecrets.errors import StackError, UsageProblem
-from devsecrets.keys import Identities
+from devsecrets.keys import Identities, find_identities
 from devsecrets.layout import plan
 from devsecrets.live import LiveStack, parse_cli_policies, policies
 from devsecrets.session import Session
 from devsecrets.stack import Action, Policy, read_model
-from devsecrets.store import Store
+from devsecrets.store import LOCK_FILE, Store
 from devsecrets.watch import Debouncer, Watcher
 
 
@@ -58,6 +60,20 @@ def test_next_deadline():
     assert d.next_deadline() is None
     d.add([Path("a")], now=1.0)
     assert d.next_deadline() == pytest.approx(1.02)
+
+
+def test_a_released_writer_lock_makes_what_it_wrote_due_at_once():
+    d = Debouncer(quiet=0.02, max_wait=0.25)
+    d.add([Path("cert")], now=0.000)
+    d.add([Path("key")], now=0.001)
+    assert d.due(0.002) is None
+    d.released()  # the writer closed its lock: both files are whole
+    assert d.next_deadline() == pytest.approx(0.0)
+    assert d.due(0.002) == {Path("cert"), Path("key")}
+    d.released()  # nothing pending: a later lock-free change still waits its quiet period
+    d.add([Path("c")], now=0.003)
+    assert d.due(0.004) is None
+    assert d.due(0.024) == {Path("c")}
 
 
 @pytest.mark.parametrize(
@@ -147,8 +163,17 @@ def test_live_stack_wants_the_store_and_the_stack_files_only(tmp_path, relative,
     }
 
 
+@pytest.fixture(params=["inotify", "watchdog"])
+def backend(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each real-observer test runs on Linux's inotify (read by the watch thread) and on the
+    watchdog observer used elsewhere."""
+    if request.param == "watchdog":
+        monkeypatch.setattr(watch._Inotify, "open", classmethod(lambda cls, changed: None))
+    return str(request.param)
+
+
 @pytest.mark.slow
-def test_the_real_observer_with_live_stacks_filter(tmp_path: Path):
+def test_the_real_observer_with_live_stacks_filter(tmp_path: Path, backend: str):
     """The store's own write (temp file + rename) is one batch naming the secret's file;
     the lock, temp files and unrelated files never reach a batch."""
     live = live_stack(tmp_path)
@@ -161,6 +186,8 @@ def test_the_real_observer_with_live_stacks_filter(tmp_path: Path):
 
     store = tmp_path / ".devsecrets"
     watcher = Watcher(live.directories(), live.wanted, on_batch).start()
+    observers = [t for t in threading.enumerate() if "Observer" in type(t).__name__]
+    assert bool(observers) is (backend == "watchdog")  # inotify: no watchdog thread at all
     try:
         write_atomic(store / "x.sops.yaml", b"new")  # how the store writes
         assert got.acquire(timeout=10), "no batch within 10 s"
@@ -175,7 +202,7 @@ def test_the_real_observer_with_live_stacks_filter(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_a_directory_removed_and_recreated_is_followed_again(tmp_path: Path):
+def test_a_directory_removed_and_recreated_is_followed_again(tmp_path: Path, backend: str):
     store = tmp_path / "store"
     store.mkdir()
     batches: list[set[Path]] = []
@@ -207,3 +234,43 @@ def test_a_directory_removed_and_recreated_is_followed_again(tmp_path: Path):
     assert lines[0] == f"{store} is gone; keeping what runs, waiting for it to return"
     assert lines[1] == f"{store} is back; following it again"
     assert len(lines) == 2
+
+
+@pytest.mark.slow
+def test_a_locked_write_is_one_batch_due_when_the_writer_lets_go(
+    alice: User, tmp_path: Path, backend: str
+):
+    """Two secrets written under the store's lock arrive as one batch as soon as the writer
+    closes the lock (not after the quiet period); a burst without the lock (git) still waits
+    for its quiet period and is one batch."""
+    store = Store(alice.store)
+    ids = find_identities(alice.env_for_core())
+    store.write_many({"a": b"1", "b": b"1"}, ids)
+    quiet = 1.5  # far longer than a locked write takes: only the lock's release can be early
+    batches: list[tuple[float, set[str]]] = []
+    got = threading.Semaphore(0)
+
+    def on_batch(paths: set[Path]) -> None:
+        batches.append((time.monotonic(), {p.name for p in paths}))
+        got.release()
+
+    watcher = Watcher(
+        [alice.store], lambda p: p.name.endswith(".sops.yaml"), on_batch,
+        debouncer=Debouncer(quiet=quiet, max_wait=10), writer_lock=alice.store / LOCK_FILE,
+    ).start()  # fmt: skip
+    try:
+        started = time.monotonic()
+        store.write_many({"a": b"2", "b": b"2"}, ids)
+        assert got.acquire(timeout=10), "no batch"
+        assert batches[0][0] - started < quiet / 2, "the batch waited for the quiet period"
+        assert batches[0][1] == {"a.sops.yaml", "b.sops.yaml"}
+        started = time.monotonic()
+        for name in ("a", "b"):  # as git checkout writes: no lock
+            (alice.store / f"{name}.sops.yaml").write_bytes(b"x")
+            time.sleep(0.05)
+        assert got.acquire(timeout=10), "no second batch"
+        assert batches[1][0] - started >= quiet
+        assert batches[1][1] == {"a.sops.yaml", "b.sops.yaml"}
+    finally:
+        watcher.stop()
+    assert len(batches) == 2

@@ -379,9 +379,9 @@ class Store:
         """Store `value` under `name`. Returns False when nothing had to change."""
         validate_name(name)
         validate_size(value)
-        with self.lock():
+        with self._writing():
             self.check_recipients()
-            return self._write_locked(name, value, identities, rotate=False)
+            return self._write_locked(name, value, identities, rotate=False, sync_dir=False)
 
     def raw(self, name: str) -> bytes | None:
         """The stored file's bytes as they are now (None if absent), to notice a change."""
@@ -401,13 +401,13 @@ class Store:
         otherwise ConcurrentChangeError and nothing written (`edit` uses it)."""
         validate_name(name)
         validate_size(value)
-        with self.lock():
+        with self._writing():
             if self.raw(name) != since:
                 raise ConcurrentChangeError(
                     f"{name} changed in the store while you were editing it; nothing stored",
                     hint=f"run `devsecrets edit {name}` again, or add --force to overwrite",
                 )
-            return self._write_locked(name, value, identities, rotate=False)
+            return self._write_locked(name, value, identities, rotate=False, sync_dir=False)
 
     def write_many(self, values: Mapping[str, bytes], identities: Identities) -> dict[str, bool]:
         """Store several values together, under one lock: a reader that waits for the lock
@@ -415,11 +415,34 @@ class Store:
         for name, value in values.items():
             validate_name(name)
             validate_size(value)
-        with self.lock():
+        with self._writing():
             return {
-                name: self._write_locked(name, value, identities, rotate=False)
+                name: self._write_locked(name, value, identities, rotate=False, sync_dir=False)
                 for name, value in values.items()
             }
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The writers' lock for new values, with the store directory fsynced once after it
+        is released: a watcher waiting for the lock reads the new files at once (a directory
+        fsync on disk takes milliseconds), and the caller still returns only once they are
+        durable. Each file itself is fsynced before its rename, inside the lock."""
+        try:
+            with self.lock():
+                yield
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self._sync_root()
+            raise
+        with _os_errors("write", self.root):
+            self._sync_root()
+
+    def _sync_root(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def settled(self, timeout: float = 10.0) -> Iterator[None]:
@@ -446,7 +469,13 @@ class Store:
                 os.close(fd)
 
     def _write_locked(
-        self, name: str, value: bytes, identities: Identities, *, rotate: bool
+        self,
+        name: str,
+        value: bytes,
+        identities: Identities,
+        *,
+        rotate: bool,
+        sync_dir: bool = True,
     ) -> bool:
         members = self.recipients()
         self.check_recipients(members)  # every encryption goes through here, so does the check
@@ -477,7 +506,7 @@ class Store:
         # A new value, or someone left, or a key we do not know: always a fresh data key. A
         # data key found in a file may have been planted by whoever committed it.
         data = seal(name, value, wanted, key, stanzas, iv, old.doc.version if old else "")
-        _atomic_write(self.path_for(name), data)
+        _atomic_write(self.path_for(name), data, sync_dir=sync_dir)
         return True
 
     def remove(self, name: str) -> None:
@@ -773,10 +802,11 @@ def _shell_quote(text: str) -> str:
     )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Durable and atomic: a crash or a kill leaves the old file or the new one."""
+def _atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Durable and atomic: a crash or a kill leaves the old file or the new one (the rename
+    is durable once the directory is fsynced: here, or by the caller without `sync_dir`)."""
     with _os_errors("write", path):
-        write_atomic(path, data, mode=0o644, durable=True)
+        write_atomic(path, data, mode=0o644, durable=True, sync_dir=sync_dir)
 
 
 @contextlib.contextmanager
