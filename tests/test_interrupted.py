@@ -30,12 +30,12 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> None:
     real = store_module._atomic_write
     count = {"n": 0}
 
-    def dying(path, data):  # type: ignore[no-untyped-def]
+    def dying(path, data, **options):  # type: ignore[no-untyped-def]
         if path.name.endswith(".sops.yaml"):
             count["n"] += 1
             if count["n"] > writes:
                 raise KeyboardInterrupt
-        real(path, data)
+        real(path, data, **options)
 
     monkeypatch.setattr(store_module, "_atomic_write", dying)
 
