@@ -158,6 +158,14 @@ def _identities(env: os._Environ[str]) -> list[object] | None:
 
 
 def _open(text: bytes, name: str, identities: list[object]) -> bytes | None:
+    opened = open_document(text, name, identities)
+    return None if opened is None else opened[0]
+
+
+def open_document(
+    text: bytes, name: str, identities: list[object]
+) -> tuple[bytes, dict[str, object]] | None:
+    """The plaintext and the file's `sops` metadata (`fastlayout.parse`), or None."""
     from devsecrets.fastlayout import parse
 
     tree = parse(text)
@@ -183,7 +191,7 @@ def _open(text: bytes, name: str, identities: list[object]) -> bytes | None:
 
     if not hmac.compare_digest(mac, hashlib.sha512(plaintext).hexdigest().upper().encode()):
         return None
-    return plaintext
+    return plaintext, meta
 
 
 def _unwrap(stanzas: list[dict[str, str]], identities: list[object]) -> bytes | None:

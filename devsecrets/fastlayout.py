@@ -40,6 +40,7 @@ _END = "-----END AGE ENCRYPTED FILE-----"
 _STANZA = "        - recipient: "
 _ENC_LINE = "          enc: |"
 _BODY = " " * 12
+_PLAIN_SCALAR = _ALNUM | frozenset("_.+/=@-")
 
 
 def parse(text: bytes) -> dict[str, object] | None:
@@ -110,6 +111,53 @@ def _parse(lines: list[str]) -> dict[str, object] | None:
             "version": version,
         },
     }
+
+
+def emit(
+    name: str,
+    value: str,
+    stanzas: list[tuple[str, str]],
+    lastmodified: str,
+    mac: str,
+    version: str,
+) -> bytes:
+    """The sops 3.11 layout (what `parse` reads): `stanzas` are (recipient, armored age file).
+    The one emitter: `store.sopsfile.emit` and the lean `set` (`fastset`) both call it."""
+    lines = [name + ": " + (value or '""'), "sops:", "    age:"]
+    for recipient, enc in stanzas:
+        lines.append(f"        - recipient: {yaml_scalar(recipient)}")
+        lines.append("          enc: |")
+        lines.extend("            " + line for line in enc.strip("\n").split("\n"))
+    lines += [
+        f'    lastmodified: "{lastmodified}"',
+        f"    mac: {mac}",
+        "    unencrypted_suffix: _unencrypted",
+        f"    version: {version}",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def yaml_scalar(text: str) -> str:
+    """`text` as a YAML scalar (read back with every scalar a string): plain when it needs
+    no quoting, else
+    double-quoted with every character outside printable ASCII escaped (as json.dumps does
+    for ASCII text; json's surrogate pairs for characters beyond U+FFFF are not YAML)."""
+    if text and set(text) <= _PLAIN_SCALAR:
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def parse_recipients(text: bytes) -> dict[str, str] | None:

@@ -1,10 +1,11 @@
-"""The command the console script runs without click: `get [--json] NAME...`.
+"""The commands the console script runs without click: `get [--json] NAME...`, `set NAME`.
 
 Scripts call it in loops and start-up is most of its time (bench/bench_get.py), so it skips
 click and the CLI module: it first tries the lean reader (`fastget`), then the full store
 reader. Any other shape (an option, `--help`) goes to the full CLI, which does exactly the
-same for these shapes (tests/test_entry.py compares them). `set` is not here: its checks
-(approvals, recipients) live in the CLI and the store's write path, and are not duplicated.
+same for these shapes (tests/test_entry.py compares them). `set NAME` with the value on
+stdin tries the lean writer (`fastset`) and hands the value to the store's own write path
+(`Store.write_many`, as the full CLI's `set`) whenever the lean one declines.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs star
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from devsecrets.fastset import Plan
     from devsecrets.keys import Identities
     from devsecrets.store import Store
 
@@ -34,7 +36,47 @@ def lean_command(args: list[str]) -> Callable[[], int] | None:
         if request is not None:
             names, as_json = request
             return lambda: _get(store, names, as_json)
+    if len(args) == 2 and args[0] == "set" and not args[1].startswith("-"):
+        return _set_command(store, args[1])
     return None
+
+
+def _set_command(store_option: str | None, name: str) -> Callable[[], int] | None:
+    """`set NAME` with the value on stdin (not a terminal: that prompts, in the full CLI)."""
+    if sys.stdin is None or os.isatty(0):
+        return None
+    from devsecrets.coredump import no_core_dumps
+
+    no_core_dumps()  # as the full CLI's set, before any key or value is read
+    from devsecrets.fastset import prepare
+
+    try:
+        plan = prepare(store_option, name)
+    except OSError:  # the cwd is gone, say: the full CLI reports it
+        return None
+    if plan is None:
+        return None
+    return lambda: _set(plan, store_option)
+
+
+def _set(plan: Plan, store_option: str | None) -> int:
+    from devsecrets.fastset import write
+
+    value = sys.stdin.buffer.read()
+    changed = write(plan, value)
+    if changed is None:  # the full store decides, with the value already read
+        from pathlib import Path
+
+        from devsecrets.cli import App
+
+        option = Path(store_option) if store_option else None
+        app = App(env=dict(os.environ), cwd=Path.cwd(), store_option=option)
+        store = app.store()
+        changed = store.write_many({plan.name: value}, app.identities())[plan.name]
+    state = "stored" if changed else "unchanged"
+    sys.stderr.write(f"devsecrets: {plan.name}: {state} ({len(value)} bytes)\n")
+    sys.stderr.flush()
+    return 0
 
 
 def _get_args(args: list[str]) -> tuple[list[str], bool] | None:

@@ -8,7 +8,6 @@ sops' own files look so.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,24 +148,20 @@ def format_time(moment: datetime) -> str:
 
 
 def emit(doc: SopsDocument) -> bytes:
-    """The sops 3.11 layout. json.dumps gives valid YAML double-quoted scalars where needed."""
-    value = '""' if doc.value == "" else doc.value
-    lines = [f"{doc.name}: {value}", "sops:", "    age:"]
-    for stanza in doc.age:
-        lines.append(f"        - recipient: {yaml_scalar(stanza.recipient)}")
-        lines.append("          enc: |")
-        lines.extend("            " + line for line in stanza.enc.strip("\n").split("\n"))
-    lines += [
-        f'    lastmodified: "{doc.lastmodified}"',
-        f"    mac: {doc.mac}",
-        "    unencrypted_suffix: _unencrypted",
-        f"    version: {doc.version}",
-    ]
-    return ("\n".join(lines) + "\n").encode()
+    """The sops 3.11 layout (`fastlayout.emit`). json.dumps gives valid YAML double-quoted
+    scalars where needed."""
+    return fastlayout.emit(
+        doc.name,
+        doc.value,
+        [(stanza.recipient, stanza.enc) for stanza in doc.age],
+        doc.lastmodified,
+        doc.mac,
+        doc.version,
+    )
 
 
 def yaml_scalar(text: str) -> str:
-    return text if re.fullmatch(r"[A-Za-z0-9_.+/=@-]+", text) else json.dumps(text)
+    return fastlayout.yaml_scalar(text)
 
 
 def newer_version(stored: str) -> str:
