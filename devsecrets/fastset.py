@@ -11,7 +11,9 @@ never writes what the store would refuse: tests/test_fastset.py runs both on the
 
 What it keeps from the store's write path, each checked by a test: the writers' lock (a
 regular file opened without following a symlink, flock'ed, temp files of killed writers
-removed), the approvals check under the lock, the durable atomic write (`atomic.write_at`),
+removed), the approvals check under the lock, the durable atomic write (`atomic.write_at`:
+the file fsynced before its rename; the directory fsynced after the lock is released, as
+`Store._writing`, so a watcher waiting for the lock reads the new file at once),
 a fresh data key for every new value, `unchanged` when value and recipients are the same.
 """
 
@@ -63,6 +65,7 @@ def write(plan: Plan, value: bytes) -> bool | None:
         lock = os.open(os.path.join(plan.root, LOCK_FILE), flags, 0o600)
     except OSError:
         return None
+    written = False
     try:
         import fcntl
         import stat
@@ -71,9 +74,29 @@ def write(plan: Plan, value: bytes) -> bool | None:
             return None
         fcntl.flock(lock, fcntl.LOCK_EX)
         _clean_temp_files(plan.root)
-        return _write_locked(plan, value)
+        changed = _write_locked(plan, value)
+        written = changed is True
+        return changed
     finally:
         os.close(lock)
+        if written:  # as `Store._writing`: the directory fsynced once the lock is released
+            _sync_dir(plan.root)
+
+
+def _sync_dir(root: str) -> None:
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:  # as the store's `_os_error`
+        from devsecrets.errors import StoreError, reason
+
+        raise StoreError(
+            f"cannot write {root}: {reason(e)}",
+            hint="check the store's files and their permissions, or restore them from git",
+        ) from e
 
 
 def _write_locked(plan: Plan, value: bytes) -> bool | None:
@@ -107,7 +130,7 @@ def _write_locked(plan: Plan, value: bytes) -> bool | None:
 
     dir_fd = os.open(plan.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        write_at(dir_fd, file_name, data, mode=0o644, durable=True)
+        write_at(dir_fd, file_name, data, mode=0o644, durable=True, sync_dir=False)
     finally:
         os.close(dir_fd)
     return True
