@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devsecrets.errors import DevsecretsError, NoIdentityError
+from devsecrets.needs import FindingKind
 
 if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
@@ -33,6 +34,10 @@ _LOOSE = re.compile(rb"[\s\"'`]+")
 _TIGHT = re.compile(rb"[\s\"'`=:,;@/()\[\]{}<>]+")
 
 
+ERROR = "error"  # check fails (exit 1)
+WARNING = "warning"  # said, but check passes: `up` works and warns the same way
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     code: str
@@ -40,6 +45,7 @@ class Finding:
     hint: str | None = None
     secret: str | None = None
     where: str | None = None
+    level: str = ERROR
 
 
 @dataclass(slots=True)
@@ -49,7 +55,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return not self.problems
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == ERROR]
 
     def add(self, code: str, message: str, hint: str | None = None, **extra: str) -> None:
         self.findings.append(Finding(code, message, hint, **extra))
@@ -181,38 +191,50 @@ def _stack(inputs: Inputs, report: Report) -> _Stack | None:
 
 
 def _needs(stack: _Stack, names: list[str], report: Report) -> None:
+    """What `up` would say about this stack, from the same step (`needs`, then `layout`):
+    a secret the store lacks is a problem; a plaintext `file:` secret, an environment secret
+    under a mounted /run/secrets or a volume over it are warnings. Then the store entries no
+    part of the stack file names."""
+    from devsecrets.deploy import DEPLOY_KEY  # deploy's own hash key: used, by deploy
     from devsecrets.layout import plan
-    from devsecrets.stack import SourceKind
-    from devsecrets.suggest import closest
 
     layout = plan(stack.model, set(names))
-    missing = dict(layout.missing)
-    for name, builders in layout.build.missing.items():  # `devsecrets build` would stop
-        missing[name] = (*missing.get(name, ()), *(f"{s} (build)" for s in builders))
-    for name, services in missing.items():
-        typo = closest(name, names)
+    builds = dict(layout.build.missing)  # `devsecrets build` (and `up --build`) would stop
+    for found in (*layout.needs.findings, *layout.findings):
+        if found.kind is FindingKind.MISSING and found.secret in builds:
+            _missing(found.secret, (*found.services, *builds.pop(found.secret)), names, report)
+            continue
         report.add(
-            "missing",
-            f"the stack needs secret {name} ({', '.join(services)}), the store lacks it",
-            f"did you mean {typo!r}? (a typo in the stack file?)"
-            if typo
-            else f"add it: `devsecrets set {name}`",
-            secret=name,
+            found.kind.value,
+            found.message,
+            found.hint,
+            level=ERROR if found.kind.is_error else WARNING,
+            secret=found.secret,
         )
-    used = {
-        s.store_name
-        for s in stack.model.sources.values()
-        if s.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER, SourceKind.FILE)
-    }
-    from devsecrets.deploy import DEPLOY_KEY  # deploy's own hash key: used, by deploy
-
-    for name in sorted(set(names) - used - {DEPLOY_KEY}):
+    for name, builders in sorted(builds.items()):
+        _missing(name, tuple(f"{s} (build)" for s in builders), names, report)
+    for name in sorted(set(names) - layout.needs.referenced - {DEPLOY_KEY}):
         report.add(
             "unused",
             f"secret {name} is in the store but the stack does not use it",
             f"remove it with `devsecrets rm {name}` once nothing needs it",
             secret=name,
         )
+
+
+def _missing(name: str, services: tuple[str, ...], names: list[str], report: Report) -> None:
+    """A secret the store lacks, named with everyone who needs it (`needs`' wording)."""
+    from devsecrets.suggest import closest
+
+    typo = closest(name, names)
+    report.add(
+        FindingKind.MISSING.value,
+        f"the store lacks secret {name} (needed by {', '.join(services)})",
+        f"did you mean {typo!r}? (a typo in the stack file?)"
+        if typo
+        else f"add it: `devsecrets set {name}`",
+        secret=name,
+    )
 
 
 # -- plaintext ---------------------------------------------------------------------------------

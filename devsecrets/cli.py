@@ -810,6 +810,10 @@ def _command(app: App, kwargs: Mapping[str, Any], command: str, project: str) ->
     return shlex.join(parts)
 
 
+def _speller(app: App, kwargs: Mapping[str, Any]) -> Callable[[str, str], str]:
+    return lambda command, project: _command(app, kwargs, command, project)
+
+
 def _prepare(
     app: App,
     kwargs: Mapping[str, Any],
@@ -917,38 +921,23 @@ def up(
       devsecrets up -d --build api
       devsecrets up -f docker-stack.yml -p shop
     """
-    from devsecrets.compose import is_detached
-    from devsecrets.live import parse_cli_policies, start_watching
-    from devsecrets.pipeline import start_stack, wiped_on_error
-    from devsecrets.process import plaintext_guard
+    from devsecrets.live import parse_cli_policies
+    from devsecrets.pipeline import UpOptions, bring_up
 
-    policies = parse_cli_policies(on_change)  # bad input fails before anything is written
-    detached = is_detached(compose_args)
-    with plaintext_guard():  # a stop signal from here on wipes what was written
-        building = "--build" in compose_args
-        session = _prepare(app, kwargs, validate=False, building=building)
-        with wiped_on_error(session, detached):
-            if session.choice is not None:
-                _say(session.choice.line())
-            _say(_summary(session))
-            project = session.model.project
-            if detached and not no_watch:
-                watch = _command(app, kwargs, "watch", project)
-                _say(f"detached; run `{watch}` to follow store changes")
-            watching = None if detached or no_watch else _live(app, session, policies)
-            hook = (lambda: start_watching(watching)) if watching else None
-            live_values = watching.values if watching else {}
-            masker = None if no_mask else _masker(lambda: {**session.values, **live_values})
-        code = start_stack(
-            session,
-            compose_args,
-            while_running=hook,
-            masker=masker,
-            report=_say,
-            down_hint=_command(app, kwargs, "down", project),
-            redeploy=_redeploy(app, session, policies),  # as a re-run `docker stack deploy`
-        )
-        return code
+    options = UpOptions(
+        compose=_options(kwargs),
+        args=compose_args,
+        policies=parse_cli_policies(on_change),  # bad input fails before anything is written
+        watch=not no_watch,
+        mask=not no_mask,
+        allow_disk=kwargs["allow_disk"],
+        engine_mode=kwargs["engine_mode"],
+        helper_image=kwargs["helper_image"],
+    )
+    spell = _speller(app, kwargs)
+    return bring_up(
+        options, app.cwd, app.env, app.store, app.identities, say=_say, warn=_warn, spell=spell
+    )
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -1270,18 +1259,20 @@ def run_cmd(app: App, /, names: tuple[str, ...], command: tuple[str, ...], **kwa
       devsecrets run --secret db_password -- psql -f schema.sql
       devsecrets run -f docker-stack.yml -- npm test
     """
-    from devsecrets.hostrun import run, stack_secrets
-    from devsecrets.runtime_dir import private_root
-    from devsecrets.store import validate_name
+    from devsecrets.hostrun import run_with_secrets
 
-    root = private_root(app.env, allow_disk=kwargs["allow_disk"], warn=_warn)
-    store = app.store()
-    wanted = {validate_name(n): n for n in names}
-    if not wanted:
-        wanted = stack_secrets(_options(kwargs), app.cwd, app.env, store)
-    values = {key: store.read(name, app.identities()).value for key, name in wanted.items()}
-    _say(f"{len(values)} secret file(s): {', '.join(sorted(values)) or 'none'}")
-    return run(command, values, app.env, app.cwd, root)
+    return run_with_secrets(
+        command,
+        names,
+        _options(kwargs),
+        app.cwd,
+        app.env,
+        app.store,
+        app.identities,
+        allow_disk=kwargs["allow_disk"],
+        say=_say,
+        warn=_warn,
+    )
 
 
 @cli.command("check")
@@ -1301,7 +1292,8 @@ def check_cmd(app: App, /, as_json: bool, no_engine: bool, **kwargs: Any) -> int
     never shown; values under 4 bytes are not searched); store files you cannot decrypt;
     files whose keys do not match recipients.yaml; merge conflicts the git merge driver left
     (`devsecrets resolve`); no identity; no Docker engine, compose or tmpfs. Also says how
-    `up` would run the stack.
+    `up` would run the stack, and warns (WARN, exit 0) about what `up` warns about: a secret
+    read from a plaintext file, an environment secret or a volume under /run/secrets.
 
     \b
     Examples:
@@ -1309,7 +1301,7 @@ def check_cmd(app: App, /, as_json: bool, no_engine: bool, **kwargs: Any) -> int
       devsecrets check --json | jq '.findings[].code'
       devsecrets check --no-engine      # as a pre-commit hook (.pre-commit-hooks.yaml)
     """
-    from devsecrets.check import Inputs, check
+    from devsecrets.check import ERROR, Inputs, check
 
     inputs = Inputs(app.cwd, app.env, _options(kwargs), app.store, app.identities, not no_engine)
     report = check(inputs)
@@ -1320,11 +1312,16 @@ def check_cmd(app: App, /, as_json: bool, no_engine: bool, **kwargs: Any) -> int
     for key, value in report.facts.items():
         click.echo(f"info  {key}: {value}")
     for finding in report.findings:
-        click.echo(f"FAIL  {finding.code}: {finding.message}")
+        label = "FAIL" if finding.level == ERROR else "WARN"
+        click.echo(f"{label}  {finding.code}: {finding.message}")
         if finding.hint:
             click.echo(f"      hint: {finding.hint}")
-    count = len(report.findings)
-    click.echo(f"{count} problem(s)" if count else "no problems found")
+    count = len(report.problems)
+    warned = len(report.findings) - count
+    click.echo(
+        (f"{count} problem(s)" if count else "no problems found")
+        + (f", {warned} warning(s)" if warned else "")
+    )
     return 0 if report.ok else 1
 
 
@@ -1431,14 +1428,6 @@ def _remove_from_dotenv(
             _say(f"removed {key} from {env_file.name}")
     else:
         _say(f"kept {shown} in {env_file.name}; remove them yourself, or run again with --yes")
-
-
-def _summary(session: Session) -> str:
-    count = sum(len(s.files) for s in session.layout.services)
-    services = ", ".join(s.service for s in session.layout.services) or "none"
-    engine = session.engine
-    where = session.project_dir if engine is None else f"the engine's tmpfs volume {engine.volume}"
-    return f"{count} secret mount(s) for {services} in {where}"
 
 
 # -- plumbing --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import yaml
 
 from devsecrets import compose, swarm
 from devsecrets.errors import StackError, UsageProblem
+from devsecrets.needs import Needs, needs
 from devsecrets.stack import SourceKind, StackModel, read_model
 from devsecrets.swarm import DeployError, ServiceState, SwarmSecret
 
@@ -113,31 +114,36 @@ class StackSecrets:
     warnings: tuple[str, ...]
 
 
-def stack_secrets(model: StackModel, in_store: Collection[str]) -> StackSecrets:
-    """Which of the stack's secrets come from the store; the rest are stack deploy's."""
+def stack_secrets(need: Needs) -> StackSecrets:
+    """Which of the stack's secrets come from the store; the rest are stack deploy's.
+
+    Swarm's rules over the secrets `needs` found: an `external:` secret the store holds is
+    devsecrets'; one it does not hold must exist on the swarm; a driver secret is the
+    driver's; a `file:` secret is the file's (Swarm reads it, not the store); an
+    `environment:` secret is refused, as `docker stack deploy` would."""
     managed: dict[str, str] = {}
     left: list[str] = []
     warnings: list[str] = []
-    for key in sorted({g.source for g in model.grants}):
-        source = model.sources[key]
-        if source.kind is SourceKind.EXTERNAL and source.store_name in in_store:
-            managed[key] = source.store_name
-        elif source.kind is SourceKind.EXTERNAL:
-            left.append(f"{key}: external {source.store_name}, not in the store: must exist")
-        elif source.kind is SourceKind.DRIVER:
+    for secret in need.secrets:
+        key = secret.key
+        if secret.kind is SourceKind.EXTERNAL and secret.in_store:
+            managed[key] = secret.store_name
+        elif secret.kind is SourceKind.EXTERNAL:
+            left.append(f"{key}: external {secret.store_name}, not in the store: must exist")
+        elif secret.kind is SourceKind.DRIVER:
             left.append(f"{key}: from its secret driver")
-        elif source.kind is SourceKind.FILE:
-            left.append(f"{key}: from file {source.file}")
-            if source.store_name in in_store:
+        elif secret.kind is SourceKind.FILE:
+            left.append(f"{key}: from file {secret.file}")
+            if secret.in_store:
                 warnings.append(
-                    f"secret {key} comes from file {source.file} in the stack: the swarm gets "
+                    f"secret {key} comes from file {secret.file} in the stack: the swarm gets "
                     f"that file, not the store's value (declare it `external: true` instead)"
                 )
         else:
             raise DeployError(
                 f"secret {key} comes from the environment, which docker stack deploy "
                 "does not support",
-                hint=f"store it with `devsecrets set {source.store_name}` and declare it "
+                hint=f"store it with `devsecrets set {secret.store_name}` and declare it "
                 "`external: true`",
             )
     return StackSecrets(managed, tuple(left), tuple(warnings))
@@ -325,7 +331,7 @@ def deploy(
     model, services = _read_stack(options.files, cwd, env)
     store = store_factory()
     names = set(store.names())
-    found = stack_secrets(model, names)
+    found = stack_secrets(needs(model, names))
     warnings = [*found.warnings, *ignored_keys(services)]
     dotenv = _path(options.files[0], cwd).parent / ".env"
     if dotenv.is_file():

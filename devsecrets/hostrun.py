@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from devsecrets.process import wait_forwarding
 
 if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
+    from devsecrets.keys import Identities
     from devsecrets.store import Store
 
 PREFIX = "run-"
@@ -126,3 +127,31 @@ def stack_secrets(
     if need.missing:
         raise missing_error(need.missing, names)
     return dict(need.provided)
+
+
+def run_with_secrets(
+    command: Sequence[str],
+    names: Sequence[str],
+    options: ComposeOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    store_factory: Callable[[], Store],
+    identities_factory: Callable[[], Identities],
+    *,
+    allow_disk: bool,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> int:
+    """`devsecrets run`: the named secrets (none named: those the stack grants) as files on
+    tmpfs for `command`; its exit code. Says which files it made, by name."""
+    from devsecrets.runtime_dir import private_root
+    from devsecrets.store import validate_name
+
+    root = private_root(env, allow_disk=allow_disk, warn=warn)
+    store = store_factory()
+    wanted = {validate_name(n): n for n in names}
+    if not wanted:
+        wanted = stack_secrets(options, cwd, env, store)
+    values = {key: store.read(name, identities_factory()).value for key, name in wanted.items()}
+    say(f"{len(values)} secret file(s): {', '.join(sorted(values)) or 'none'}")
+    return run(command, values, env, cwd, root)

@@ -1,14 +1,16 @@
-"""What a stack needs from the store: the step every command that runs a stack starts with.
+"""What a stack needs from the store: the step every command that reads a stack starts with.
 
-Input: `StackModel` and the names the store holds. Output: `Needs`: which compose keys the
-store provides (and under which store name), the grants that use them, and structured
-`Finding`s (a kind, the secret, the services, a message). Pure: no I/O, no host paths.
-`up`, `watch` and `render` lay the result out on tmpfs; `deploy` and `check` use it as is.
+Input: `StackModel` and the names the store holds. Output: `Needs`: one `Need` per secret the
+stack grants (its kind, store name, services, whether the store holds it), which compose keys
+the store provides (and under which store name), the grants that use them, and structured
+`Finding`s (a kind, the secret, the services, a message, a hint). Pure: no I/O, no host paths.
+`up`, `watch`, `render` and `run` use `provided` (the layout puts it on tmpfs); `check`
+reports the findings; `deploy` reads the `Need`s with Swarm's rules (deploy.stack_secrets).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -37,22 +39,39 @@ class Finding:
     secret: str  # the store name (MISSING) or the compose key
     services: tuple[str, ...]
     message: str  # one line, names only, never a value
+    hint: str | None = None  # what to do about it
+    near: str | None = None  # MISSING: a store name this one is a near miss of (a typo?)
 
     def __str__(self) -> str:
         return self.message
 
 
 @dataclass(frozen=True, slots=True)
+class Need:
+    """One secret some service of the stack is granted, as the stack file declares it."""
+
+    key: str  # the compose key services refer to
+    kind: SourceKind
+    store_name: str  # the name a store entry would have
+    services: tuple[str, ...]  # sorted, each once
+    in_store: bool  # the store holds `store_name`
+    file: str | None = None  # the plaintext file of a `file:` secret
+
+
+@dataclass(frozen=True, slots=True)
 class Needs:
     project: str
+    secrets: tuple[Need, ...]  # every granted secret, by compose key
     provided: Mapping[str, str]  # compose key -> store name, for every key the store provides
     grants: tuple[Grant, ...]  # the grants of provided keys, in the stack's order
     findings: tuple[Finding, ...]
+    referenced: frozenset[str]  # store names the stack file declares (granted or not)
 
     def store_names(self) -> frozenset[str]:
         """The store entries the stack reads (missing ones excluded)."""
-        missing = {f.secret for f in self.findings if f.kind is FindingKind.MISSING}
-        return frozenset(self.provided.values()) - missing
+        return frozenset(
+            n.store_name for n in self.secrets if n.key in self.provided and n.in_store
+        )
 
     @property
     def missing(self) -> dict[str, tuple[str, ...]]:
@@ -65,57 +84,82 @@ class Needs:
 
 
 def needs(model: StackModel, in_store: Collection[str]) -> Needs:
-    """Which secrets the store provides to this stack, and what is wrong or worth saying."""
+    """Which secrets the store provides to this stack, and what is wrong or worth saying.
+
+    Host mode's rules: an `external:` or driver secret must come from the store (MISSING when
+    it does not hold it); a `file:` secret comes from the store when it holds that name, else
+    from its plaintext file (PLAINTEXT_FILE); an `environment:` secret is compose's."""
+    users: dict[str, set[str]] = {}
+    for grant in model.grants:
+        users.setdefault(grant.source, set()).add(grant.service)
+    secrets = tuple(
+        Need(
+            key,
+            (source := model.sources[key]).kind,
+            source.store_name,
+            tuple(sorted(users[key])),
+            source.store_name in in_store,
+            source.file,
+        )
+        for key in sorted(users)
+    )
     provided: dict[str, str] = {}
     findings: list[Finding] = []
     missing: dict[str, set[str]] = {}
-    users: dict[str, list[str]] = {}
-    for grant in model.grants:
-        users.setdefault(grant.source, []).append(grant.service)
-    for key in sorted(users):
-        source = model.sources[key]
-        if source.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER):
-            provided[key] = source.store_name
-            if source.store_name not in in_store:
-                missing.setdefault(source.store_name, set()).update(users[key])
-        elif source.kind is SourceKind.FILE:
-            if source.store_name in in_store:
-                provided[key] = source.store_name
+    for need in secrets:
+        if need.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER):
+            provided[need.key] = need.store_name
+            if not need.in_store:
+                missing.setdefault(need.store_name, set()).update(need.services)
+        elif need.kind is SourceKind.FILE:
+            if need.in_store:
+                provided[need.key] = need.store_name
             else:
                 findings.append(
                     Finding(
                         FindingKind.PLAINTEXT_FILE,
-                        key,
-                        tuple(sorted(set(users[key]))),
-                        f"secret {key} comes from plaintext file {source.file}; "
-                        f"store it with `devsecrets set {key} --from-file {source.file}`",
+                        need.key,
+                        need.services,
+                        f"secret {need.key} comes from plaintext file {need.file}; "
+                        f"store it with `devsecrets set {need.key} --from-file {need.file}`",
                     )
                 )
+    known = sorted(in_store)
     for name, services in sorted(missing.items()):
+        typo = closest(name, known)
         findings.append(
             Finding(
                 FindingKind.MISSING,
                 name,
                 tuple(sorted(services)),
                 f"the store lacks secret {name} (needed by {', '.join(sorted(services))})",
+                f"did you mean {typo!r}? (a typo in the stack file?)"
+                if typo
+                else f"add it: `devsecrets set {name}`",
+                near=typo,
             )
         )
     return Needs(
         project=model.project,
+        secrets=secrets,
         provided=provided,
         grants=tuple(g for g in model.grants if g.source in provided),
         findings=tuple(findings),
+        referenced=frozenset(
+            s.store_name for s in model.sources.values() if s.kind is not SourceKind.ENVIRONMENT
+        ),
     )
 
 
 def missing_error(
-    missing: Mapping[str, tuple[str, ...]], known: Sequence[str]
+    missing: Mapping[str, tuple[str, ...]], known: Collection[str]
 ) -> MissingSecretsError:
-    """The one error for secrets the store lacks (up, watch, deploy), with a did-you-mean
-    when a name is a near miss of one the store holds."""
+    """The one error for secrets the store lacks (up, watch, render, run, build: store name ->
+    the services that need it), with a did-you-mean for each near miss of a known name."""
     names = ", ".join(f"{n} ({', '.join(s)})" for n, s in missing.items())
     commands = "; ".join(f"devsecrets set {n}" for n in missing)
-    typos = [f"{n}: did you mean {m!r}?" for n in missing if (m := closest(n, known))]
+    candidates = sorted(known)
+    typos = [f"{n}: did you mean {m!r}?" for n in missing if (m := closest(n, candidates))]
     hint = f"{'; '.join(typos)} (a typo in the stack file?)" if typos else None
     return MissingSecretsError(
         f"the stack needs {len(missing)} secret(s) the store lacks: {names}",

@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +26,103 @@ from devsecrets.process import Stopper, is_alive
 from devsecrets.project import open_project
 from devsecrets.runtime_dir import private_root
 from devsecrets.session import Session
-from devsecrets.stack import StackModel
+from devsecrets.stack import Policy, StackModel
 from devsecrets.tmpfs import is_memory_backed
 
 if TYPE_CHECKING:
     from devsecrets.keys import Identities
+    from devsecrets.live import LiveStack
     from devsecrets.store import Store
 
 Warn = Callable[[str], None]
+Say = Callable[[str], None]
+# (command, project) -> the devsecrets command line a user types for it, e.g. "watch" ->
+# `devsecrets watch -f stack.yml`: the CLI spells it with the flags that found the stack
+Spell = Callable[[str, str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    """What `up` was asked for, parsed."""
+
+    compose: compose.ComposeOptions
+    args: tuple[str, ...] = ()  # `docker compose up`'s own arguments
+    policies: Mapping[str, Policy] = field(default_factory=dict)  # --on-change, parsed
+    watch: bool = True  # follow store and stack changes in the foreground
+    mask: bool = True  # values in compose's output shown as ****
+    allow_disk: bool = False
+    engine_mode: str | None = None
+    helper_image: str | None = None
+
+
+def bring_up(
+    options: UpOptions,
+    cwd: Path,
+    env: Mapping[str, str],
+    store_factory: Callable[[], Store],
+    identities_factory: Callable[[], Identities],
+    *,
+    say: Say,
+    warn: Warn,
+    spell: Spell,
+) -> int:
+    """`devsecrets up`: prepare, apply what changed over containers an earlier run left (as
+    Swarm would), start compose (in the foreground with the watcher and the masker).
+    compose's exit code; every line for the user goes to `say`/`warn`."""
+    from devsecrets.live import LiveStack, redeploy, start_watching
+    from devsecrets.process import plaintext_guard
+
+    detached = compose.is_detached(options.args)
+
+    def live(session: Session) -> LiveStack:
+        return LiveStack(session, store_factory(), identities_factory(), options.policies, say)
+
+    with plaintext_guard():  # a stop signal from here on wipes what was written
+        session = prepare(
+            options.compose,
+            cwd,
+            env,
+            store_factory,
+            identities_factory,
+            allow_disk=options.allow_disk,
+            warn=warn,
+            validate=False,
+            engine_mode_flag=options.engine_mode,
+            helper_image=options.helper_image,
+            building="--build" in options.args,  # build secrets the store lacks: an error
+        )
+        with wiped_on_error(session, detached):
+            if session.choice is not None:
+                say(session.choice.line())
+            say(summary(session))
+            project = session.model.project
+            if detached and options.watch:
+                say(f"detached; run `{spell('watch', project)}` to follow store changes")
+            watching = live(session) if options.watch and not detached else None
+            hook = (lambda: start_watching(watching)) if watching else None
+            live_values = watching.values if watching else {}
+            masker = Masker(lambda: {**session.values, **live_values}) if options.mask else None
+        return start_stack(
+            session,
+            options.args,
+            while_running=hook,
+            masker=masker,
+            report=say,
+            down_hint=spell("down", project),
+            # over containers an earlier run left: applied as a re-run `docker stack deploy`
+            redeploy=lambda: redeploy(
+                session, store_factory(), identities_factory(), options.policies, say
+            ),
+        )
+
+
+def summary(session: Session) -> str:
+    """`3 secret mount(s) for api, worker in /dev/shm/…`: what `up` prepared, names only."""
+    count = sum(len(s.files) for s in session.layout.services)
+    services = ", ".join(s.service for s in session.layout.services) or "none"
+    engine = session.engine
+    where = session.project_dir if engine is None else f"the engine's tmpfs volume {engine.volume}"
+    return f"{count} secret mount(s) for {services} in {where}"
 
 
 def prepare(

@@ -24,6 +24,7 @@ from devsecrets.deploy import (
     versioned_name,
     wait_for_rollout,
 )
+from devsecrets.needs import needs
 from devsecrets.stack import read_model
 from devsecrets.swarm import (
     LABEL_HASH,
@@ -186,17 +187,19 @@ def model(secrets: dict, services: dict | None = None) -> dict:
 
 def test_store_backed_external_secrets_are_managed_the_rest_is_left():
     found = stack_secrets(
-        read_model(
-            model(
-                {
-                    "db": {"external": True, "name": "db_password"},
-                    "cluster_only": {"external": True},
-                    "cert": {"file": "/abs/cert.pem"},
-                    "plugin": {"driver": "vault"},
-                }
-            )
-        ),
-        {"db_password", "cert"},
+        needs(
+            read_model(
+                model(
+                    {
+                        "db": {"external": True, "name": "db_password"},
+                        "cluster_only": {"external": True},
+                        "cert": {"file": "/abs/cert.pem"},
+                        "plugin": {"driver": "vault"},
+                    }
+                )
+            ),
+            {"db_password", "cert"},
+        )
     )
     assert dict(found.managed) == {"db": "db_password"}
     assert len(found.left) == 3
@@ -205,7 +208,7 @@ def test_store_backed_external_secrets_are_managed_the_rest_is_left():
 
 def test_environment_secrets_are_refused_before_anything_is_created():
     with pytest.raises(DeployError, match="environment"):
-        stack_secrets(read_model(model({"e": {"environment": "E"}})), set())
+        stack_secrets(needs(read_model(model({"e": {"environment": "E"}})), set()))
 
 
 def test_compose_only_keys_are_named():
