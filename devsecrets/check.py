@@ -149,7 +149,7 @@ def _stale(store: Store, report: Report) -> None:
             )
 
 
-def _conflicts(store: Any, report: Report) -> None:
+def _conflicts(store: Store, report: Report) -> None:
     from devsecrets.gitdriver import conflicts
 
     for name in conflicts(store):
@@ -168,7 +168,7 @@ def _conflicts(store: Any, report: Report) -> None:
 @dataclass(frozen=True, slots=True)
 class _Stack:
     model: StackModel
-    raw: dict[str, Any]
+    raw: dict[str, Any]  # compose's resolved config (JSON): read for `environment:` only
     project_dir: Path
 
 

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from devsecrets.deploy import Confirm, Plan
     from devsecrets.keys import Identities
     from devsecrets.live import LiveStack
+    from devsecrets.mask import Masker
     from devsecrets.session import Session
-    from devsecrets.stack import Policy
+    from devsecrets.stack import Policy, StackModel
     from devsecrets.store import Progress, Store
     from devsecrets.store.trust import Approvals, Review
     from devsecrets.swarm import Target
@@ -100,7 +101,7 @@ def cli(ctx: click.Context, store_option: Path | None, debug: bool) -> None:
 # -- completion (the callbacks run before the group callback: no App yet) ---------------------
 
 
-def complete_secret(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+def complete_secret(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Secret names from the store's file names; nothing is decrypted."""
     from devsecrets.completion import secret_names
 
@@ -116,11 +117,11 @@ def _services(ctx: click.Context) -> list[str]:
     return service_names(Path.cwd(), os.environ, files, ctx.params.get("project_directory"))
 
 
-def complete_service(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+def complete_service(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     return [n for n in _services(ctx) if n.startswith(incomplete)]
 
 
-def complete_compose_args(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+def complete_compose_args(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """The compose command first, then service names."""
     from devsecrets.completion import COMPOSE_COMMANDS
 
@@ -129,7 +130,7 @@ def complete_compose_args(ctx: click.Context, param: Any, incomplete: str) -> li
     return complete_service(ctx, param, incomplete)
 
 
-def complete_on_change(ctx: click.Context, param: Any, incomplete: str) -> list[Any]:
+def complete_on_change(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     service, sep, policy = incomplete.partition("=")
     if sep:
         policies = ("none", "restart", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTERM")
@@ -828,7 +829,7 @@ def _prepare(
     from devsecrets.foreground import require_running
     from devsecrets.pipeline import prepare
 
-    def check(model: Any) -> None:
+    def check(model: StackModel) -> None:
         if running:
             start = _command(app, kwargs, "up -d", model.project)
             require_running(model.project, app.env, start)
@@ -1088,7 +1089,7 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwa
     return run_passthrough(_options(kwargs), app.cwd, app.env, compose_args, masker)
 
 
-def _masker(values: Callable[[], Mapping[str, bytes]]) -> Any:
+def _masker(values: Callable[[], Mapping[str, bytes]]) -> Masker:
     from devsecrets.mask import Masker
 
     return Masker(values)
@@ -1379,7 +1380,7 @@ def import_cmd(
     from devsecrets import importer
     from devsecrets.errors import StackError
 
-    sources: list[Any] = []
+    sources: list[importer.Source] = []
     stack_error, project_dir = None, app.cwd
     stack_files: tuple[Path, ...] = ()
     try:

@@ -15,21 +15,26 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from devsecrets import mask, runtime_dir
 from devsecrets.errors import ComposeError, DevsecretsError
 
 if TYPE_CHECKING:
     from devsecrets.mask import Masker
+    from devsecrets.process import Stopper
     from devsecrets.session import Session
 
 Report = Callable[[str], None]
+# what signal.signal returns and takes back: a function, SIG_DFL/SIG_IGN, or None (not set
+# from Python)
+Handler = Callable[[int, FrameType | None], object] | int | None
 # `compose up` options that take a value: whatever else is not an option names a service
 _WITH_VALUE = frozenset(
     {"--attach", "--exit-code-from", "--no-attach", "--pull", "--scale", "-t", "--timeout"}
@@ -76,7 +81,7 @@ class Child:
         self.env, self.cwd, self.masker = dict(env), cwd, masker
         self.stop: int | None = None
         self._child: subprocess.Popen[bytes] | None = None
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, Handler] = {}
 
     def __enter__(self) -> Child:
         tty = sys.stdin.isatty()
@@ -98,7 +103,7 @@ class Child:
     def run(self, argv: Sequence[str], started: Callable[[], None] | None = None) -> int:
         if self.stop is not None:  # asked to stop before this child began: do not start it
             return 128 + self.stop
-        threads: list[Any] = []
+        threads: list[threading.Thread] = []
         if self.masker is not None:  # compose's output with current values shown as ****
             self._child = mask.popen(argv, self.env, self.cwd)
             threads = self.masker.attach(self._child)
@@ -125,7 +130,7 @@ class Child:
 def run(
     session: Session,
     args: Sequence[str],
-    while_running: Callable[[], Any] | None,
+    while_running: Callable[[], Stopper | None] | None,
     report: Report,
     masker: Masker | None = None,
 ) -> int:
@@ -134,7 +139,7 @@ def run(
     when signal N stopped re-attached services."""
     project = session.model.project
     services = up_services(args)
-    stopper: Any = None
+    stopper: Stopper | None = None
 
     def start_watch() -> None:
         nonlocal stopper

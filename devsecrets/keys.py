@@ -20,7 +20,7 @@ from devsecrets.errors import NoIdentityError
 
 @dataclass(slots=True)
 class Identities:
-    keys: list[Any] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)  # pyrage identities (pyrage has no types)
     public: list[str] = field(default_factory=list)  # recipients we can derive (for init)
     tried: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)

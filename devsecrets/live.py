@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from devsecrets import compose, engine_store, materialize, runtime_dir
 from devsecrets.errors import DevsecretsError, StackError, UsageProblem, reason
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from devsecrets.keys import Identities
     from devsecrets.session import Session
     from devsecrets.store import Store
+    from devsecrets.watch import Watcher
 
 Report = Callable[[str], None]
 
@@ -330,10 +331,10 @@ def service_specs(layout: Layout, blocks: Mapping[str, str]) -> dict[str, str]:
     """Per service, a digest of its secret spec as Swarm sees it (each source, target, uid,
     gid, mode) and of its mounts. When it changes, Swarm rolls out new tasks: we recreate.
     A new value under the same names changes nothing here: it is swapped in place."""
-    grants: dict[str, list[list[Any]]] = {name: [] for name in blocks}
+    grants: dict[str, list[tuple[str, str, str, str, int]]] = {name: [] for name in blocks}
     for service in layout.services:
-        grants[service.service] = sorted(
-            [f.store_name, f.grant.target, f.grant.uid, f.grant.gid, f.grant.mode]
+        grants[service.service] = sorted(  # tuples: the same JSON (and digest) as lists
+            (f.store_name, f.grant.target, f.grant.uid, f.grant.gid, f.grant.mode)
             for f in service.files
         )
     return {
@@ -391,7 +392,7 @@ def start_watching(live: LiveStack) -> Watching:
 class Watching:
     """What `start_watching` returns: call it to stop; `busy()` while restarts are pending."""
 
-    def __init__(self, watcher: Any, live: LiveStack) -> None:
+    def __init__(self, watcher: Watcher, live: LiveStack) -> None:
         self.watcher, self.live = watcher, live
 
     def __call__(self) -> None:

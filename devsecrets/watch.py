@@ -27,7 +27,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ctypes
+
+    from watchdog.events import FileSystemEvent
+    from watchdog.observers.api import BaseObserver, ObservedWatch
 
 # How long a change waits for company. Writers that change several files at once (`set` with
 # several values) hold the store lock throughout, and the reader waits for it; their changes
@@ -236,7 +242,7 @@ _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 class _Inotify:
     """Linux: one inotify descriptor, read by the watch thread when poll says so."""
 
-    def __init__(self, libc: Any, fd: int, changed: Callable[[Path, bool], None]) -> None:
+    def __init__(self, libc: ctypes.CDLL, fd: int, changed: Callable[[Path, bool], None]) -> None:
         self._libc, self._fd, self._changed = libc, fd, changed
         self._dirs: dict[int, Path] = {}
 
@@ -307,7 +313,7 @@ class _Watchdog:
         from watchdog.observers import Observer
 
         class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
+            def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.event_type in ("opened", "closed_no_write"):
                     return
                 changed(Path(str(event.src_path)), event.event_type == "closed")
@@ -315,8 +321,8 @@ class _Watchdog:
                     changed(Path(str(event.dest_path)), False)
 
         self._handler = Handler()
-        self._observer: Any = Observer()
-        self._watches: dict[Path, Any] = {}
+        self._observer: BaseObserver = Observer()
+        self._watches: dict[Path, ObservedWatch] = {}
 
     def fd(self) -> int | None:
         return None

@@ -16,7 +16,7 @@ from devsecrets.store.cipher import DATA_KEY_SIZE
 from devsecrets.store.sopsfile import AgeStanza
 
 
-def parse_recipient(text: str) -> Any:
+def parse_recipient(text: str) -> Any:  # a pyrage recipient: pyrage ships no type information
     text = text.strip()
     try:
         if text.startswith("age1"):
