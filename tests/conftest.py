@@ -312,6 +312,69 @@ def project_containers(
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split()
 
 
+# -- Swarm parity: the stack both parity tests run and what a container sees of it ----------
+
+# The secrets each service of the parity stack is granted: a short-syntax secret shared by
+# two services, a relative target, an absolute target with uid/gid/mode, a nested target.
+PARITY_SECRETS: dict[str, list] = {
+    "api": [
+        "db_password",
+        {"source": "api_token", "target": "token"},
+        {
+            "source": "tls_key",
+            "target": "/etc/app/tls.key",
+            "uid": "1000",
+            "gid": "1001",
+            "mode": 0o400,
+        },
+    ],
+    "worker": [
+        "db_password",
+        {
+            "source": "worker_only",
+            "target": "/run/secrets/nested/worker",
+            "uid": "33",
+            "gid": "33",
+            "mode": 0o440,
+        },
+    ],
+}
+
+# What a container sees: every file under /run/secrets and each absolute target, with size,
+# mode, owner, a digest of the bytes, and the mount (fs type, ro) that serves it. No values.
+SECRETS_PROBE = r"""
+for d in $(find /run/secrets -type d | sort); do echo "dir $d $(stat -c '%a %u %g' "$d")"; done
+for f in $(find /run/secrets -type f 2>/dev/null | sort) /etc/app/tls.key; do
+  [ -e "$f" ] || continue
+  mp=$(awk -v f="$f" '$2 == f || index(f, $2 "/") == 1 { if (length($2) > length(best)) { best=$2; line=$3 " " $4 } } END { print line }' /proc/mounts)
+  echo "$f $(stat -c '%s %a %u %g' "$f") $(sha256sum "$f" | cut -d' ' -f1) ${mp%% *} $(echo "${mp#* }" | cut -d, -f1)"
+done
+"""
+
+
+def parity_values() -> dict[str, bytes]:
+    """Fresh values for the parity stack: a canary, binary bytes, a PEM-like key, 1000 bytes."""
+    import secrets as _random
+
+    return {
+        "db_password": b"canary-" + _random.token_hex(12).encode(),
+        "api_token": _random.token_bytes(64),  # binary, as Swarm allows
+        "tls_key": b"-----BEGIN PRIVATE KEY-----\n" + _random.token_hex(200).encode() + b"\n",
+        "worker_only": b"w" * 1000,
+    }
+
+
+def probe_secrets(container_id: str, env: dict[str, str] | None = None) -> list[str]:
+    """SECRETS_PROBE's lines in a running container (`env`: e.g. another DOCKER_HOST)."""
+    out = subprocess.run(
+        ["docker", "exec", container_id, "sh", "-c", SECRETS_PROBE],
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    return out.stdout.decode().strip().splitlines()
+
+
 def write_stack(
     project_dir: Path, image: str, services: dict[str, dict], extra: dict | None = None
 ) -> dict:

@@ -14,7 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, TEST_IMAGE, User, devsecrets, project_name, write_stack
+from conftest import (
+    IN_CI,
+    PARITY_SECRETS,
+    TEST_IMAGE,
+    User,
+    devsecrets,
+    parity_values,
+    probe_secrets,
+    project_name,
+    write_stack,
+)
 from test_leak_audit import files_containing, processes_containing
 
 from devsecrets import engine_mode
@@ -23,45 +33,6 @@ from devsecrets.errors import UsageProblem
 ISOLATED = os.environ.get("DEVSECRETS_ISOLATED_DOCKER_HOST", "")
 ISOLATED_STATE = os.environ.get("DEVSECRETS_ISOLATED_STATE", "/tmp/devsecrets-dockerd-isolated")
 SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "dockerd-isolated.sh"
-
-# What a container sees: every file under /run/secrets and each absolute target, with size,
-# mode, owner, a digest of the bytes, and the mount (fs type, ro) that serves it.
-PROBE = r"""
-for d in $(find /run/secrets -type d | sort); do echo "dir $d $(stat -c '%a %u %g' "$d")"; done
-for f in $(find /run/secrets -type f 2>/dev/null | sort) /etc/app/tls.key; do
-  [ -e "$f" ] || continue
-  mp=$(awk -v f="$f" '$2 == f || index(f, $2 "/") == 1 { if (length($2) > length(best)) { best=$2; line=$3 " " $4 } } END { print line }' /proc/mounts)
-  echo "$f $(stat -c '%s %a %u %g' "$f") $(sha256sum "$f" | cut -d' ' -f1) ${mp%% *} $(echo "${mp#* }" | cut -d, -f1)"
-done
-"""
-
-SERVICES = {
-    "api": {
-        "secrets": [
-            "db_password",
-            {"source": "api_token", "target": "token"},
-            {
-                "source": "tls_key",
-                "target": "/etc/app/tls.key",
-                "uid": "1000",
-                "gid": "1001",
-                "mode": 0o400,
-            },
-        ]
-    },
-    "worker": {
-        "secrets": [
-            "db_password",
-            {
-                "source": "worker_only",
-                "target": "/run/secrets/nested/worker",
-                "uid": "33",
-                "gid": "33",
-                "mode": 0o440,
-            },
-        ]
-    },
-}
 
 
 def _docker(host: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
@@ -134,18 +105,19 @@ def _probe(host: str, project: str) -> dict[str, list[str]]:
     for service in ("api", "worker"):
         cid = _container(host, project, service)
         assert cid, f"{service} is not running"
-        out = _docker(host, "exec", cid, "sh", "-c", PROBE)
-        seen[service] = out.stdout.decode().strip().splitlines()
+        seen[service] = probe_secrets(cid, {**os.environ, "DOCKER_HOST": host})
     return seen
 
 
-def _values() -> dict[str, bytes]:
-    return {
-        "db_password": b"canary-" + secrets.token_hex(12).encode(),
-        "api_token": secrets.token_bytes(64),
-        "tls_key": b"-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(200).encode() + b"\n",
-        "worker_only": b"w" * 1000,
-    }
+def _failing_docker(tmp_path: Path, answer: str) -> Path:
+    """A directory with a `docker` that prints `answer` on stderr and fails, as a probe
+    container's `docker run` does on an engine that cannot bind this machine's files."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(f"#!/bin/sh\necho '{answer}' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    return bin_dir
 
 
 def _store(user: User, values: dict[str, bytes]) -> None:
@@ -156,9 +128,11 @@ def _store(user: User, values: dict[str, bytes]) -> None:
 def test_mode_detection_and_parity_with_host_mode(
     alice: User, isolated: str, runtime_dir: Path
 ) -> None:
-    values = _values()
+    values = parity_values()
     _store(alice, values)
-    write_stack(alice.project, TEST_IMAGE, {k: dict(v) for k, v in SERVICES.items()})
+    write_stack(
+        alice.project, TEST_IMAGE, {k: {"secrets": list(v)} for k, v in PARITY_SECRETS.items()}
+    )
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     seen = {}
     for label, engine in (("host", host), ("engine", isolated)):
@@ -469,11 +443,7 @@ def test_200_live_changes_in_the_engine_are_never_torn(
 def test_the_probe_reads_the_engines_answer(
     tmp_path: Path, answer: str, mode: str, why: str
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(f"#!/bin/sh\necho '{answer}' >&2\nexit 1\n")
-    docker.chmod(0o755)
+    bin_dir = _failing_docker(tmp_path, answer)
     root = tmp_path / "runtime"
     root.mkdir()
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DOCKER_HOST": "unix:///nowhere.sock"}
@@ -486,22 +456,14 @@ def test_the_probe_reads_the_engines_answer(
 def test_no_engine_answering_the_probe_is_one_error(tmp_path: Path) -> None:
     from devsecrets.errors import ComposeError
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
-    docker.chmod(0o755)
+    bin_dir = _failing_docker(tmp_path, "Cannot connect to the Docker daemon")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DOCKER_HOST": "unix:///nowhere.sock"}
     with pytest.raises(ComposeError, match="no Docker engine answers"):
         engine_mode.choose(None, env, tmp_path)
 
 
 def test_engine_mode_over_plain_tcp_is_refused_when_chosen_automatically(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text("#!/bin/sh\necho 'bind source path does not exist: /x' >&2\nexit 1\n")
-    docker.chmod(0o755)
+    bin_dir = _failing_docker(tmp_path, "bind source path does not exist: /x")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DOCKER_HOST": "tcp://127.0.0.1:2375"}
     with pytest.raises(UsageProblem, match="TCP without TLS"):
         engine_mode.choose(None, env, tmp_path)

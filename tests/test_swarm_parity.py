@@ -4,14 +4,21 @@
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import User, compose_down, devsecrets, project_name
+from conftest import (
+    PARITY_SECRETS,
+    User,
+    compose_down,
+    devsecrets,
+    parity_values,
+    probe_secrets,
+    project_name,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -34,35 +41,7 @@ def stack_file(image: str) -> dict:
         "networks": ["hostnet"],
     }
     return {
-        "services": {
-            "api": {
-                **keep_alive,
-                "secrets": [
-                    "db_password",  # short syntax, shared with worker
-                    {"source": "api_token", "target": "token"},  # another relative target
-                    {
-                        "source": "tls_key",
-                        "target": "/etc/app/tls.key",  # absolute, uid/gid/mode
-                        "uid": "1000",
-                        "gid": "1001",
-                        "mode": 0o400,
-                    },
-                ],
-            },
-            "worker": {
-                **keep_alive,
-                "secrets": [
-                    "db_password",
-                    {
-                        "source": "worker_only",
-                        "target": "/run/secrets/nested/worker",  # only worker
-                        "uid": "33",
-                        "gid": "33",
-                        "mode": 0o440,
-                    },
-                ],
-            },
-        },
+        "services": {s: {**keep_alive, "secrets": refs} for s, refs in PARITY_SECRETS.items()},
         "networks": {"hostnet": {"external": True, "name": "host"}},
         "secrets": {
             k: {"external": True} for k in ("db_password", "api_token", "tls_key", "worker_only")
@@ -70,24 +49,8 @@ def stack_file(image: str) -> dict:
     }
 
 
-# What a container sees: every file under /run/secrets and each absolute target, with size,
-# mode, owner, a digest of the bytes, and the mount (fs type, ro) that serves it.
-PROBE = r"""
-for d in $(find /run/secrets -type d | sort); do echo "dir $d $(stat -c '%a %u %g' "$d")"; done
-for f in $(find /run/secrets -type f 2>/dev/null | sort) /etc/app/tls.key; do
-  [ -e "$f" ] || continue
-  mp=$(awk -v f="$f" '$2 == f || index(f, $2 "/") == 1 { if (length($2) > length(best)) { best=$2; line=$3 " " $4 } } END { print line }' /proc/mounts)
-  echo "$f $(stat -c '%s %a %u %g' "$f") $(sha256sum "$f" | cut -d' ' -f1) ${mp%% *} $(echo "${mp#* }" | cut -d, -f1)"
-done
-"""
-
-
 def sh(*argv: str, input: bytes | None = None, check: bool = True) -> str:
     return subprocess.run(list(argv), input=input, capture_output=True, check=check).stdout.decode()
-
-
-def probe(container_id: str) -> list[str]:
-    return sh("docker", "exec", container_id, "sh", "-c", PROBE).strip().splitlines()
 
 
 def wait_for(find, what: str, timeout: float = 90):
@@ -101,12 +64,7 @@ def wait_for(find, what: str, timeout: float = 90):
 
 
 def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, runtime_dir: Path):
-    values = {
-        "db_password": b"canary-" + secrets.token_hex(8).encode(),
-        "api_token": secrets.token_bytes(64),  # binary, as Swarm allows
-        "tls_key": b"-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(200).encode() + b"\n",
-        "worker_only": b"w" * 1000,
-    }
+    values = parity_values()
     for name, value in values.items():
         assert alice.run("set", name, input=value).exit_code == 0
     (alice.project / "docker-stack.yml").write_text(yaml.safe_dump(stack_file(docker_engine)))
@@ -135,7 +93,8 @@ def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, run
             return ids[0] if ids else None
 
         swarm_seen = {
-            s: probe(wait_for(lambda s=s: task(s), f"swarm task {s}")) for s in ("api", "worker")
+            s: probe_secrets(wait_for(lambda s=s: task(s), f"swarm task {s}"))
+            for s in ("api", "worker")
         }
 
         env = {**alice.subprocess_env(), "DEVSECRETS_RUNTIME_DIR": str(runtime_dir)}
@@ -157,7 +116,7 @@ def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, run
                 ).strip()
 
             local_seen = {
-                s: probe(wait_for(lambda s=s: container(s), f"compose {s}"))
+                s: probe_secrets(wait_for(lambda s=s: container(s), f"compose {s}"))
                 for s in ("api", "worker")
             }
         finally:
