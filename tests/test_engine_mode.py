@@ -317,10 +317,16 @@ def _devsecrets_cmd() -> list[str]:
 def test_engine_restart_does_not_start_the_service_without_its_secrets(
     alice: User, isolated: str, runtime_dir: Path
 ) -> None:
-    if not os.path.exists(os.path.join(ISOLATED_STATE, "dockerd.pid")):
+    # this test stops and starts the engine at ISOLATED_STATE: only if that is the engine
+    # the tests were given, never another one that happens to run at the default path
+    reason = None
+    if isolated != f"unix://{ISOLATED_STATE}/docker.sock":
+        reason = f"DEVSECRETS_ISOLATED_STATE ({ISOLATED_STATE}) is not the state of {isolated}"
+    elif not os.path.exists(os.path.join(ISOLATED_STATE, "dockerd.pid")):
         reason = (
             f"the isolated engine's state is not at {ISOLATED_STATE} (DEVSECRETS_ISOLATED_STATE)"
         )
+    if reason:
         if IN_CI:
             pytest.fail(f"CI=true but {reason}")
         pytest.skip(reason)
