@@ -217,8 +217,8 @@ def test_a_foreground_up_over_a_stack_changed_under_up_d_applies_swarms_model(
     )  # fmt: skip
     lines = Lines(up.stderr)
     try:
-        lines.wait_for("stack changed → app")
-        lines.wait_for("tls changed → web")
+        lines.wait_for("stack changed → app", timeout=120)  # a loaded CI engine is slow
+        lines.wait_for("tls changed → web", timeout=120)
         _assert_swarms_model(name, app_before, web_before, "".join(lines.lines))
     finally:
         up.send_signal(signal.SIGTERM)
