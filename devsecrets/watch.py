@@ -121,6 +121,7 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._events: _Inotify | _Watchdog | None = None
         self._identity: dict[Path, tuple[int, int] | None] = {}
+        self._next_check = 0.0
         self._thread = threading.Thread(target=self._loop, name="devsecrets-watch", daemon=True)
 
     def notify(self, paths: Iterable[Path]) -> None:
@@ -138,10 +139,15 @@ class Watcher:
         self._wake()
 
     def _changed(self, path: Path, closed_for_writing: bool) -> None:
-        if closed_for_writing and path == self.writer_lock:
-            self.writer_done()
-        else:
-            self.notify([path])
+        """One event (the watch thread, or watchdog's): a bug here costs that event a line,
+        never the watch."""
+        try:
+            if closed_for_writing and path == self.writer_lock:
+                self.writer_done()
+            else:
+                self.notify([path])
+        except Exception as e:  # noqa: BLE001
+            self.report(f"internal error in the watch ({e.__class__.__name__}); still watching")
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # already awake
@@ -204,27 +210,38 @@ class Watcher:
         inotify_fd = self._events.fd()
         if inotify_fd is not None:
             poller.register(inotify_fd, select.POLLIN)
-        next_check = self.clock() + self.recheck
+        self._next_check = self.clock() + self.recheck
         while True:
             with self._lock:
                 if self._stopped:
                     return
-                now = self.clock()
-                batch = self.debouncer.due(now)
-                deadline = min(self.debouncer.next_deadline() or next_check, next_check)
-            if batch:
-                self.on_batch(batch)  # events queue up meanwhile (in the kernel or the pipe)
-                continue
-            if now >= next_check:
-                self.check_directories()
-                next_check = self.clock() + self.recheck
-                continue
-            for fd, _ in poller.poll(max(math.ceil((deadline - now) * 1000), 1)):
-                if fd == self._wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                else:
-                    self._events.read()
+            try:
+                self._step(poller)
+            except Exception as e:  # noqa: BLE001 - a bug here must not silence the watch
+                self.report(f"internal error in the watch ({e.__class__.__name__}); still watching")
+                time.sleep(0.1)
+
+    def _step(self, poller: select.poll) -> None:
+        """One turn: a batch that is due, the directory check, or waiting for events."""
+        assert self._events is not None
+        with self._lock:
+            now = self.clock()
+            batch = self.debouncer.due(now)
+            due = self.debouncer.next_deadline()
+        if batch:
+            self.on_batch(batch)  # events queue up meanwhile (in the kernel or the pipe)
+            return
+        if now >= self._next_check:
+            self.check_directories()
+            self._next_check = self.clock() + self.recheck
+            return
+        deadline = self._next_check if due is None else min(due, self._next_check)
+        for fd, _ in poller.poll(max(math.ceil((deadline - now) * 1000), 1)):
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            else:
+                self._events.read()
 
 
 # inotify(7), read in the watch thread itself (no watchdog threads between a rename and us)

@@ -274,3 +274,33 @@ def test_a_locked_write_is_one_batch_due_when_the_writer_lets_go(
     finally:
         watcher.stop()
     assert len(batches) == 2
+
+
+@pytest.mark.slow
+def test_a_bug_in_the_watch_thread_is_one_line_and_the_watch_goes_on(
+    tmp_path: Path, backend: str
+):
+    store = tmp_path / "store"
+    store.mkdir()
+    batches: list[set[Path]] = []
+    lines: list[str] = []
+    calls = {"n": 0}
+
+    def wanted(path: Path) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug")
+        return path.suffix == ".yaml"
+
+    watcher = Watcher([store], wanted, batches.append, report=lines.append).start()
+    try:
+        (store / "a.yaml").write_text("1")  # its first event meets the bug
+        deadline = time.monotonic() + 10
+        while not any(store / "b.yaml" in b for b in batches):
+            assert time.monotonic() < deadline, f"the watch went silent: {lines}"
+            if not (store / "b.yaml").exists() and lines:
+                (store / "b.yaml").write_text("2")
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert lines[0] == "internal error in the watch (RuntimeError); still watching"
