@@ -277,9 +277,7 @@ def test_a_locked_write_is_one_batch_due_when_the_writer_lets_go(
 
 
 @pytest.mark.slow
-def test_a_bug_in_the_watch_thread_is_one_line_and_the_watch_goes_on(
-    tmp_path: Path, backend: str
-):
+def test_a_bug_in_the_watch_thread_is_one_line_and_the_watch_goes_on(tmp_path: Path, backend: str):
     store = tmp_path / "store"
     store.mkdir()
     batches: list[set[Path]] = []
