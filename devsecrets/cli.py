@@ -530,6 +530,12 @@ def _edit(app: App, name: str, allow_disk: bool, force: bool) -> None:
                 confirm_empty=lambda: click.confirm(f"{name} is now empty; store an empty value?"),
                 strip_newline=lambda: _strip_newline(name),
                 force=force,
+                create_near_miss=lambda guess: (
+                    sys.stdin.isatty()
+                    and click.confirm(
+                        f"no secret {name!r}; did you mean {guess!r}? create {name!r}?", err=True
+                    )
+                ),
             )
             break
         except ConcurrentChangeError as e:  # on a terminal: offer to start over on the new value

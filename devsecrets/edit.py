@@ -20,6 +20,7 @@ from devsecrets import fdpath, process, runtime_dir
 from devsecrets.errors import EditError, SecretNotFoundError
 from devsecrets.keys import Identities
 from devsecrets.store import MAX_VALUE_SIZE, Store, validate_name, validate_size
+from devsecrets.suggest import closest
 
 
 def editor_command(env: Mapping[str, str]) -> list[str]:
@@ -42,18 +43,25 @@ def edit_secret(
     strip_newline: Callable[[], bool] = lambda: False,
     *,
     force: bool = False,
+    create_near_miss: Callable[[str], bool] = lambda guess: False,
 ) -> bool:
     """Edit `name` (new if absent); returns True when the store was written. Unless `force`,
     refuses (ConcurrentChangeError) if the stored file changed while the editor was open.
 
     When the editor added a trailing newline the old value did not have (most do),
-    `strip_newline()` decides whether it goes; by default it stays."""
+    `strip_newline()` decides whether it goes; by default it stays. A new name that is a
+    near miss of a stored one (`db_pasword`) is a typo until `create_near_miss(guess)` says
+    otherwise (by default: refused, with the did-you-mean)."""
     validate_name(name)
     with process.plaintext_guard():
         since = store.raw(name)  # before decrypting: a change after this point is noticed
         try:
             before = store.read(name, identities).value
-        except SecretNotFoundError:
+        except SecretNotFoundError as e:
+            guess = closest(name, store.names())
+            if guess is not None and not create_near_miss(guess):
+                e.hint = f"to create {name} anyway: `devsecrets set {name}`"
+                raise
             identities.require()
             before = None
         after = _edited_copy(private_dir, name, before or b"", editor)

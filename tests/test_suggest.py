@@ -86,3 +86,21 @@ def test_a_typo_in_the_stack_file_points_at_the_store_name(
     err = result.stderr.decode()
     assert "store lacks: db_pasword (api)" in err
     assert "db_pasword: did you mean 'db_password'?" in err
+
+
+def test_edit_of_a_near_miss_is_a_typo_not_a_new_secret(alice: User, tmp_path):
+    marker = tmp_path / "editor-ran"
+    editor = tmp_path / "editor.sh"
+    editor.write_text(f'#!/bin/sh\ntouch {marker}\nprintf new > "$1"\n')
+    editor.chmod(0o755)
+    alice.run("set", "db_password", input=b"v")
+    typo = alice.run("edit", "db_pasword", env={"EDITOR": str(editor)})
+    assert typo.exit_code == 1
+    assert "did you mean 'db_password'?" in typo.stderr
+    assert "devsecrets set db_pasword" in typo.stderr  # how to create it on purpose
+    assert not marker.exists()  # refused before the editor opened
+    assert "db_pasword" not in alice.run("ls").out
+    new = alice.run("edit", "api_key", env={"EDITOR": str(editor)})  # a stranger: created
+    assert new.exit_code == 0, new.stderr
+    assert marker.exists()
+    assert alice.run("get", "api_key").stdout == b"new"
