@@ -973,6 +973,8 @@ def build(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwargs: A
     with plaintext_guard():  # a stop signal from here on wipes what was written
         session = _prepare(app, kwargs, validate=False, building=True)
         with wiped_on_error(session, detached=True):  # only what this build wrote
+            if session.choice is not None:
+                _say(session.choice.line())
             names = ", ".join(f.key for f in session.layout.build.files) or "none"
             _say(f"build secrets: {names}")
             masker = None if no_mask else _masker(lambda: session.values)

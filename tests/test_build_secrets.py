@@ -14,7 +14,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, TEST_IMAGE, User, compose_down, devsecrets, project_name, write_stack
+from conftest import (
+    IN_CI,
+    TEST_IMAGE,
+    User,
+    compose_down,
+    devsecrets,
+    need,
+    project_name,
+    write_stack,
+)
 
 from devsecrets.buildsecrets import plan_build
 from devsecrets.errors import StackError
@@ -255,3 +264,42 @@ def test_up_build_gets_the_secret_too(alice: User, build_stack):
     assert hashlib.sha256(CANARY).hexdigest().encode() in up.stdout  # the service's log
     assert CANARY not in out
     assert places_holding(CANARY, image) == []
+
+
+@pytest.mark.docker
+def test_engine_mode_builds_with_the_secret_from_this_machine(alice: User, build_stack):
+    """In engine mode the services' secrets live in the engine, but compose reads build
+    secrets here and hands them to BuildKit: the engine needs no access to our files."""
+    isolated = os.environ.get("DEVSECRETS_ISOLATED_DOCKER_HOST", "")
+    probe = subprocess.run(
+        ["docker", "image", "inspect", TEST_IMAGE],
+        env={**os.environ, "DOCKER_HOST": isolated},
+        capture_output=True,
+    )
+    if not isolated or probe.returncode != 0:
+        need("no isolated engine: run `bash .ci/dockerd-isolated.sh start` and export "
+             "DEVSECRETS_ISOLATED_DOCKER_HOST")  # fmt: skip
+    env, image, runtime = build_stack
+    env = {**env, "DOCKER_HOST": isolated, "DEVSECRETS_HELPER_IMAGE": TEST_IMAGE}
+    alice.run("set", "npm_token", input=CANARY)
+    built = devsecrets(
+        ["build", "--engine-mode", "engine", "--no-cache"], cwd=alice.project, env=env, timeout=600
+    )
+    out = built.stdout + built.stderr
+    try:
+        assert built.returncode == 0, out.decode(errors="replace")
+        assert b"engine mode" in out and b"the token is ****" in out and CANARY not in out
+        host = {**os.environ, "DOCKER_HOST": isolated}
+        shown = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", image, "cat", "/token.sha256"],
+            env=host,
+            capture_output=True,
+            timeout=120,
+        )
+        assert shown.stdout.decode().strip() == hashlib.sha256(CANARY).hexdigest()
+        assert not any(runtime.glob("*/build"))
+    finally:
+        subprocess.run(
+            ["docker", "image", "rm", "-f", image], env={**os.environ, "DOCKER_HOST": isolated},
+            capture_output=True, check=False,
+        )  # fmt: skip
