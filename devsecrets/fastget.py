@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 STORE_DIR = ".devsecrets"
 SUFFIX = ".sops.yaml"
 # Stricter than the store's own cap: a bigger file simply takes the full path.
@@ -22,15 +26,18 @@ _MAX_FILE = 1 << 20
 _MAX_KEY_FILE = 1 << 16
 
 
-def read_values(store_option: str | None, names: list[str]) -> dict[str, bytes] | None:
-    """Every name's value, or None when any of them needs the full reader."""
+def read_values(
+    store_option: str | None, names: list[str], env: Mapping[str, str] | None = None
+) -> dict[str, bytes] | None:
+    """Every name's value, or None when any of them needs the full reader. `env`: where the
+    keys are found (default: this process's environment)."""
     if not names or not all(_simple_name(n) for n in names):
         return None
     root = _find_store(store_option)
     # An interrupted `recipients rm` (store.journal's file): the full path warns about it.
     if root is None or os.path.lexists(os.path.join(root, ".journal")):
         return None
-    identities = _identities(os.environ)
+    identities = _identities(os.environ if env is None else env)
     if not identities:
         return None
     values: dict[str, bytes] = {}
@@ -110,7 +117,7 @@ def _read_file(path: str, cap: int) -> bytes | None:
         os.close(fd)
 
 
-def _identities(env: os._Environ[str]) -> list[object] | None:
+def _identities(env: Mapping[str, str]) -> list[object] | None:
     """The identities `keys.find_identities` would load, or None when it would do more than
     read files (a key command) or report a problem with one of them."""
     import pyrage

@@ -55,16 +55,17 @@ def materialize(project_dir: Path, layout: Layout, values: Mapping[str, bytes]) 
     """Bring `project_dir` to exactly `layout`: write what changed, remove what is gone."""
     with _project(project_dir) as top:
         staging = _subdir(top, [STAGING], 0o700)
+        dirs: dict[tuple[str, ...], int] = {}  # each directory opened (and checked) once
         try:
             expected: set[str] = set()
             written: list[Written] = []
             for service in layout.services:
                 # /run/secrets itself is 0755 root:root under Swarm; so is our directory for it.
-                os.close(_subdir(top, _parts(service.secrets_dir), 0o755))
+                _cached_subdir(top, _parts(service.secrets_dir), dirs)
                 for mounted in service.files:
                     expected.add(mounted.host_path)
                     value = values[mounted.store_name]
-                    changed = _install(top, staging, mounted.host_path, value, mounted)
+                    changed = _install(top, staging, mounted.host_path, value, mounted, dirs)
                     written.append(Written(mounted, changed))
                 for relative in service.placeholders:
                     path = f"{service.secrets_dir}/{relative}"
@@ -85,6 +86,8 @@ def materialize(project_dir: Path, layout: Layout, values: Mapping[str, bytes]) 
                     os.close(services)
             return written
         finally:
+            for fd in dirs.values():
+                os.close(fd)
             os.close(staging)
 
 
@@ -170,20 +173,34 @@ def _subdir(top: int, parts: list[str], mode: int) -> int:
         raise
 
 
-def _install(top: int, staging: int, relative: str, value: bytes, mounted: MountedFile) -> bool:
+def _cached_subdir(top: int, parts: list[str], dirs: dict[tuple[str, ...], int]) -> int:
+    """`_subdir(top, parts, 0o755)`, opened once per `materialize` (1,000 secrets: `render`);
+    the caller closes every fd in `dirs`."""
+    key = tuple(parts)
+    fd = dirs.get(key)
+    if fd is None:
+        fd = dirs[key] = _subdir(top, parts, 0o755)
+    return fd
+
+
+def _install(
+    top: int,
+    staging: int,
+    relative: str,
+    value: bytes,
+    mounted: MountedFile,
+    dirs: dict[tuple[str, ...], int],
+) -> bool:
     """Put `value` at `relative` with the grant's mode/owner by rename; False if already so."""
     uid, gid = _ids(mounted)
     mode = mounted.grant.mode
     *parents, name = _parts(relative)
-    parent = _subdir(top, parents, 0o755)  # nested targets get 0755 dirs, as under Swarm
-    try:
-        if _same(parent, name, value, mode, uid, gid):
-            return False
-        # atomic within one tmpfs: readers see old or new
-        write_at(parent, name, value, mode=mode, umask=False, owner=(uid, gid), temp_dir_fd=staging)
-        return True
-    finally:
-        os.close(parent)
+    parent = _cached_subdir(top, parents, dirs)  # nested targets get 0755 dirs, as under Swarm
+    if _same(parent, name, value, mode, uid, gid):
+        return False
+    # atomic within one tmpfs: readers see old or new
+    write_at(parent, name, value, mode=mode, umask=False, owner=(uid, gid), temp_dir_fd=staging)
+    return True
 
 
 def _same(parent: int, name: str, value: bytes, mode: int, uid: int, gid: int) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devsecrets import compose, engine_mode, engine_store, mask, materialize, runtime_dir
+from devsecrets import compose, engine_mode, engine_store, fastget, mask, materialize, runtime_dir
 from devsecrets.errors import DevsecretsError
 from devsecrets.layout import Layout, plan
 from devsecrets.mask import Masker
@@ -167,8 +167,7 @@ def prepare(
         warn(f"the store lacks build secret {name}: building {', '.join(services)} will fail")
     for finding in layout.warnings:
         warn(finding.message)
-    identities = identities_factory()
-    values = {name: store.read_value(name, identities) for name in sorted(layout.store_names())}
+    values = _read_values(store, sorted(layout.store_names()), env, identities_factory)
     if not is_memory_backed(root):
         warn(f"--allow-disk: secrets are written to disk at {root}; `devsecrets down` removes them")
     clean_stale(root, project.compose, env, keep=model.project)
@@ -185,6 +184,19 @@ def prepare(
     finally:
         if sweeper is not None:
             sweeper.join()
+
+
+def _read_values(
+    store: Store, names: list[str], env: Mapping[str, str], identities: Callable[[], Identities]
+) -> dict[str, bytes]:
+    """The lean reader (`fastget`: 1,000 secrets in a fraction of the full reader's time) for
+    the files devsecrets writes; the store's reader, which says what is wrong, for the rest
+    and for an empty value (Swarm refuses it: `read_value`)."""
+    values = fastget.read_values(str(store.root), names, env) if names else {}
+    if values is None or not all(values.values()):
+        found = identities()
+        values = {name: store.read_value(name, found) for name in names}
+    return values
 
 
 def _sweep(env: Mapping[str, str], root: Path, keep: str, found: compose.Compose) -> None:

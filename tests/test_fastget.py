@@ -275,3 +275,32 @@ def guard_probe(user: User, *args: str, stdin: bytes | None = None) -> list[str]
 def test_the_lean_get_turns_core_dumps_off_before_it_reads(alice: User):
     alice.run("set", "a", input=CANARY)
     assert guard_probe(alice, "get", "a") == ["0", "0", "False", "0"]
+
+
+def test_up_and_render_read_with_the_lean_reader_and_the_full_one_decides_the_rest(
+    alice: User,
+):
+    """`pipeline._read_values`: the same values as the store's reader; an empty value and a
+    file the lean reader declines get the store's own errors."""
+    from devsecrets.errors import EmptySecretError, IntegrityError
+    from devsecrets.pipeline import _read_values
+
+    alice.run("set", "a", input=CANARY)
+    alice.run("set", "b", input=b"two")
+    store, env = Store(alice.store), alice.env_for_core()
+    calls: list[int] = []
+
+    def identities():
+        calls.append(1)
+        return find_identities(env)
+
+    assert _read_values(store, ["a", "b"], env, identities) == {"a": CANARY, "b": b"two"}
+    assert calls == []  # the lean reader did it all
+    alice.run("set", "b", input=b"")
+    with pytest.raises(EmptySecretError):
+        _read_values(store, ["a", "b"], env, identities)
+    alice.run("set", "b", input=b"two")
+    _replace(alice.store / "b.sops.yaml", b"ENC[AES256_GCM,data:", b"ENC[AES256_GCM,data:AA")
+    with pytest.raises(IntegrityError) as caught:
+        _read_values(store, ["a", "b"], env, identities)
+    assert CANARY.decode() not in str(caught.value)

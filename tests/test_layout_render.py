@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devsecrets.errors import StackError
 from devsecrets.layout import plan
-from devsecrets.render import render, to_yaml
+from devsecrets.render import Override, OverrideMap, render, to_yaml
 from devsecrets.stack import SourceKind, read_model
 
 
@@ -123,3 +125,45 @@ def test_override_has_paths_only_and_escapes_dollars(tmp_path: Path):
     assert all(v["read_only"] and v["bind"] == {"create_host_path": False} for v in api["volumes"])
     assert [r["source"] for r in api["secrets"]] == ["plain", "envsec"]
     assert set(doc["services"]) == {"api", "worker"}
+
+
+_texts = st.text(
+    alphabet=st.sampled_from(list("aZy_/.-09 :#'\"$!&*{}[],?%@`|>~=<+\\\t\né")), max_size=12
+) | st.sampled_from(["true", "No", "null", "1.0", "0x1F", "2001-12-14", ".inf", "~", "<<", "="])
+_scalars = _texts | st.booleans() | st.integers(-(10**6), 10**6) | st.none()
+_trees = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(Override)
+        | st.dictionaries(_texts, children, max_size=3)
+        | st.dictionaries(_texts, children, max_size=3).map(OverrideMap)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_texts, _trees, max_size=4))
+def test_the_fast_override_text_is_pyyamls_or_pyyaml_writes_it(tree):
+    """`to_yaml` writes the common override itself: byte for byte what yaml.dump writes."""
+    from devsecrets import render as rendering
+
+    escaped = rendering._escape(tree)
+    expected = yaml.dump(
+        escaped, Dumper=rendering._Dumper, sort_keys=False, default_flow_style=False
+    )
+    fast = rendering.fast_text(escaped)
+    if fast is not None:
+        assert fast == expected
+    assert to_yaml(tree).split("\n", 1)[1] == expected
+
+
+def test_the_fast_override_text_covers_a_real_override():
+    """The override of a stack with mounts in and out of /run/secrets, uid/gid/mode and
+    compose-kept secrets is written by the fast emitter, not by PyYAML."""
+    from devsecrets import render as rendering
+
+    layout = plan(read_model(BASIC), {"db", "tok", "tls"})
+    rendered = render(layout, Path("/run/user/1000/devsecrets/shop"))
+    assert rendering.fast_text(rendering._escape(rendered)) is not None
