@@ -142,7 +142,9 @@ def yaml_scalar(text: str) -> str:
     no quoting, else
     double-quoted with every character outside printable ASCII escaped (as json.dumps does
     for ASCII text; json's surrogate pairs for characters beyond U+FFFF are not YAML)."""
-    if text and set(text) <= _PLAIN_SCALAR:
+    # plain, unless it would read as something else: `@` starts no plain scalar (reserved),
+    # and a lone `-` is a sequence entry
+    if text and set(text) <= _PLAIN_SCALAR and text[0] != "@" and text != "-":
         return text
     out = []
     for char in text:
