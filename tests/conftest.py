@@ -32,6 +32,22 @@ def _run_slow(config: pytest.Config) -> bool:
     return IN_CI or config.getoption("--run-slow") or bool(config.getoption("markexpr"))
 
 
+# Whether property tests search as far as they are written to (CI, --run-slow) or a tenth of
+# that (a default local run): set from the options before any test module is imported.
+_FULL_SEARCH = IN_CI
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _FULL_SEARCH
+    _FULL_SEARCH = _run_slow(config)
+
+
+def examples(n: int) -> int:
+    """Hypothesis examples for a property test: all `n` under CI=true or --run-slow, a tenth
+    (at least 10) in a default local run. CI keeps the whole search; a local run stays fast."""
+    return n if _FULL_SEARCH else max(10, n // 10)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A default local run leaves out the slow tests (seconds each) to stay fast; CI runs all."""
     if _run_slow(config):

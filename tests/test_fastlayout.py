@@ -6,7 +6,8 @@ import string
 from datetime import datetime
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from conftest import examples
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devsecrets import fastlayout
@@ -142,7 +143,7 @@ simple_members = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(members)
 def test_recipients_files_parse_as_the_full_reader_does(team):
     text = _emit_recipients(team)
@@ -151,13 +152,13 @@ def test_recipients_files_parse_as_the_full_reader_does(team):
         assert fastlayout.parse_recipients(text) == team
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(simple_members, members), edits)
 def test_any_edited_recipients_file_parses_as_the_full_reader_does_or_is_handed_back(team, e):
     agrees(edit(_emit_recipients(team).decode(), e).encode("utf-8", errors="surrogatepass"))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(documents)
 def test_every_emitted_file_parses_as_pyyaml_does(doc):
     text = sopsfile.emit(doc)
@@ -176,7 +177,7 @@ def test_every_emitted_file_parses_as_pyyaml_does(doc):
         assert fastlayout.parse(text) is not None
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.one_of(simple_documents, documents),
     edits,
@@ -186,7 +187,7 @@ def test_any_edited_file_parses_as_pyyaml_does_or_is_handed_back(doc, edits):
     agrees(text.encode("utf-8", errors="surrogatepass"))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(simple_documents)
 def test_the_simple_layout_is_read_by_the_lean_parser(doc):
     text = sopsfile.emit(doc)
@@ -236,6 +237,8 @@ def test_what_the_hardened_reader_refuses_is_handed_back():
 
 
 @given(st.text())
+@example("-")  # a sequence entry if written plain
+@example("@a")  # `@` is reserved: no plain scalar starts with it
 def test_every_scalar_the_emitter_writes_reads_back_as_the_same_string(text):
     """`fastlayout.yaml_scalar` (recipients in store files, recipients.yaml): PyYAML reads the
     exact string back, whether it is written plain or quoted."""

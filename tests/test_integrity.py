@@ -6,7 +6,7 @@ import base64
 import re
 
 import pytest
-from conftest import User
+from conftest import User, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,7 +100,9 @@ def test_non_sops_files_are_refused(stored: User):
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(cut=st.integers(min_value=0, max_value=2000))
 def test_truncated_files_never_yield_bytes(stored: User, cut: int):
@@ -119,7 +121,9 @@ def test_truncated_files_never_yield_bytes(stored: User, cut: int):
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(position=st.integers(min_value=0), byte=st.integers(min_value=0, max_value=255))
 def test_any_single_byte_change_gives_the_value_or_an_error(stored: User, position: int, byte: int):

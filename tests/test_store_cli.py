@@ -6,7 +6,7 @@ import json
 import stat
 
 import pytest
-from conftest import User, make_user
+from conftest import User, examples, make_user
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,7 +54,9 @@ def test_set_get_roundtrip_exact_bytes(alice: User):
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(value=st.binary(min_size=0, max_size=2048))
 def test_any_bytes_roundtrip_through_the_core(alice: User, value: bytes):
