@@ -1,6 +1,6 @@
 """Build-time secrets: the store's values for `build.secrets` (`RUN --mount=type=secret`).
 
-Input: `StackModel.build_secrets` and the names the store holds. Output: `BuildPlan` (pure
+Input: `Needs` (what `needs` found of `StackModel.build_secrets`). Output: `BuildPlan` (pure
 data): one `BuildFile` per top-level secret key a build uses and the store provides, and the
 store names a build needs but the store lacks. `materialize` writes each file under the
 project's runtime directory (`build/<key>`, 0400, ours: compose reads it as this user and
@@ -13,10 +13,10 @@ no cache key (ARCHITECTURE.md, "Build-time secrets"). Compose accepts only `file
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from devsecrets.stack import SourceKind, StackModel
+from devsecrets.needs import Needs
 
 BUILD_DIR = "build"  # in the project's runtime directory, 0700
 
@@ -43,24 +43,14 @@ class BuildPlan:
         return {f.store_name for f in self.files}
 
 
-def plan_build(model: StackModel, in_store: Collection[str]) -> BuildPlan:
-    """Which build secrets the store provides: `external`/`driver` sources always (missing
-    ones are listed), a `file:` source when the store holds its name (the store wins, as for
-    running services), `environment:` sources never (compose reads those itself)."""
-    users: dict[str, set[str]] = {}
-    for service, keys in model.build_secrets.items():
-        for key in keys:
-            users.setdefault(key, set()).add(service)
-    files: list[BuildFile] = []
-    missing: dict[str, set[str]] = {}
-    for key in sorted(users):
-        source = model.sources[key]
-        services = tuple(sorted(users[key]))
-        if source.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER):
-            if source.store_name in in_store:
-                files.append(BuildFile(key, source.store_name, services))
-            else:
-                missing.setdefault(source.store_name, set()).update(services)
-        elif source.kind is SourceKind.FILE and source.store_name in in_store:
-            files.append(BuildFile(key, source.store_name, services))
-    return BuildPlan(tuple(files), {name: tuple(sorted(s)) for name, s in sorted(missing.items())})
+def plan_build(need: Needs) -> BuildPlan:
+    """The build secrets the store provides and those it lacks, as `needs` found them (the
+    same rules as for running services: `external`/`driver` sources always, a `file:` source
+    when the store holds its name, the store winning; `environment:` sources never, compose
+    reads those itself)."""
+    files = tuple(
+        BuildFile(n.key, n.store_name, n.services)
+        for n in need.build
+        if n.key in need.build_provided
+    )
+    return BuildPlan(files, dict(need.build_missing))

@@ -84,7 +84,7 @@ def plan(model: StackModel, in_store: Collection[str]) -> Layout:
         services=tuple(s for s in services if s.files),
         needs=need,
         findings=tuple(findings),
-        build=plan_build(model, in_store),
+        build=plan_build(need),
     )
 
 

@@ -10,8 +10,8 @@ reports the findings; `deploy` reads the `Need`s with Swarm's rules (deploy.stac
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 
 from devsecrets.errors import MissingSecretsError
@@ -66,6 +66,11 @@ class Needs:
     grants: tuple[Grant, ...]  # the grants of provided keys, in the stack's order
     findings: tuple[Finding, ...]
     referenced: frozenset[str]  # store names the stack file declares (granted or not)
+    # build time (`build.secrets`), by the same rules; services are the ones whose build
+    # uses it. A missing one is an error only for a build: an image already built needs none
+    build: tuple[Need, ...] = ()
+    build_provided: Mapping[str, str] = field(default_factory=dict)  # key -> store name (held)
+    build_missing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def store_names(self) -> frozenset[str]:
         """The store entries the stack reads (missing ones excluded)."""
@@ -92,47 +97,37 @@ def needs(model: StackModel, in_store: Collection[str]) -> Needs:
     users: dict[str, set[str]] = {}
     for grant in model.grants:
         users.setdefault(grant.source, set()).add(grant.service)
-    secrets = tuple(
-        Need(
-            key,
-            (source := model.sources[key]).kind,
-            source.store_name,
-            tuple(sorted(users[key])),
-            source.store_name in in_store,
-            source.file,
-        )
-        for key in sorted(users)
-    )
-    provided: dict[str, str] = {}
+    secrets = _needs(model, users, in_store)
+    provided, missing = _provided(secrets)
+    builders: dict[str, set[str]] = {}
+    for service, keys in model.build_secrets.items():
+        for key in keys:
+            builders.setdefault(key, set()).add(service)
+    build = _needs(model, builders, in_store)
+    build_rules, build_missing = _provided(build)
+    # a build without a secret fails only if it runs: what the store lacks is left out
+    build_provided = {n.key: n.store_name for n in build if n.key in build_rules and n.in_store}
     findings: list[Finding] = []
-    missing: dict[str, set[str]] = {}
     for need in secrets:
-        if need.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER):
-            provided[need.key] = need.store_name
-            if not need.in_store:
-                missing.setdefault(need.store_name, set()).update(need.services)
-        elif need.kind is SourceKind.FILE:
-            if need.in_store:
-                provided[need.key] = need.store_name
-            else:
-                findings.append(
-                    Finding(
-                        FindingKind.PLAINTEXT_FILE,
-                        need.key,
-                        need.services,
-                        f"secret {need.key} comes from plaintext file {need.file}; "
-                        f"store it with `devsecrets set {need.key} --from-file {need.file}`",
-                    )
+        if need.kind is SourceKind.FILE and not need.in_store:
+            findings.append(
+                Finding(
+                    FindingKind.PLAINTEXT_FILE,
+                    need.key,
+                    need.services,
+                    f"secret {need.key} comes from plaintext file {need.file}; "
+                    f"store it with `devsecrets set {need.key} --from-file {need.file}`",
                 )
+            )
     known = sorted(in_store)
-    for name, services in sorted(missing.items()):
+    for name, services in missing.items():
         typo = closest(name, known)
         findings.append(
             Finding(
                 FindingKind.MISSING,
                 name,
-                tuple(sorted(services)),
-                f"the store lacks secret {name} (needed by {', '.join(sorted(services))})",
+                services,
+                f"the store lacks secret {name} (needed by {', '.join(services)})",
                 f"did you mean {typo!r}? (a typo in the stack file?)"
                 if typo
                 else f"add it: `devsecrets set {name}`",
@@ -148,7 +143,48 @@ def needs(model: StackModel, in_store: Collection[str]) -> Needs:
         referenced=frozenset(
             s.store_name for s in model.sources.values() if s.kind is not SourceKind.ENVIRONMENT
         ),
+        build=build,
+        build_provided=build_provided,
+        build_missing=build_missing,
     )
+
+
+def _needs(
+    model: StackModel, users: Mapping[str, set[str]], in_store: Collection[str]
+) -> tuple[Need, ...]:
+    """One `Need` per key some service uses (`users`: key -> those services), by key."""
+    found = []
+    for key in sorted(users):
+        source = model.sources[key]
+        found.append(
+            Need(
+                key,
+                source.kind,
+                source.store_name,
+                tuple(sorted(users[key])),
+                source.store_name in in_store,
+                source.file,
+            )
+        )
+    return tuple(found)
+
+
+def _provided(
+    secrets: Sequence[Need],
+) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """The rules, for running services and builds alike: an `external:` or driver secret
+    comes from the store (missing when it lacks it), a `file:` one when the store holds its
+    name, an `environment:` one never. (key -> store name, store name -> services missing it)"""
+    provided: dict[str, str] = {}
+    missing: dict[str, set[str]] = {}
+    for need in secrets:
+        if need.kind in (SourceKind.EXTERNAL, SourceKind.DRIVER):
+            provided[need.key] = need.store_name
+            if not need.in_store:
+                missing.setdefault(need.store_name, set()).update(need.services)
+        elif need.kind is SourceKind.FILE and need.in_store:
+            provided[need.key] = need.store_name
+    return provided, {name: tuple(sorted(s)) for name, s in sorted(missing.items())}
 
 
 def missing_error(

@@ -29,6 +29,7 @@ from devsecrets.buildsecrets import plan_build
 from devsecrets.errors import StackError
 from devsecrets.layout import plan
 from devsecrets.materialize import materialize
+from devsecrets.needs import needs
 from devsecrets.render import render, to_yaml
 from devsecrets.stack import read_model
 
@@ -64,15 +65,15 @@ def test_the_plan_takes_external_and_stored_file_sources_only():
         )
     )
     assert model.build_secrets == {"api": ("npm_token", "pip", "plain", "env")}
-    built = plan_build(model, {"npm_v2", "db"})
+    built = plan_build(needs(model, {"npm_v2", "db"}))
     assert [(f.key, f.store_name, f.services) for f in built.files] == [
         ("npm_token", "npm_v2", ("api",))
     ]
     assert built.missing == {"pip": ("api",)}
-    stored_file = plan_build(model, {"npm_v2", "pip", "plain"})  # the store wins over a file
+    stored_file = plan_build(needs(model, {"npm_v2", "pip", "plain"}))  # the store wins over a file
     assert [f.key for f in stored_file.files] == ["npm_token", "pip", "plain"]
     assert stored_file.missing == {}
-    assert plan_build(read_model(config([], {})), {"db"}).files == ()
+    assert plan_build(needs(read_model(config([], {})), {"db"})).files == ()
 
 
 def test_an_undeclared_build_secret_is_one_error():

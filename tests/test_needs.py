@@ -141,3 +141,34 @@ def test_an_environment_secret_is_compose_s_in_host_mode_and_refused_by_deploy()
     assert "env" not in {f.secret for f in need.findings}
     with pytest.raises(DeployError, match="environment"):
         stack_secrets(need)
+
+
+def test_build_secrets_follow_the_same_rules_and_are_missing_only_for_builds():
+    model = read_model(
+        {
+            "name": "shop",
+            "services": {
+                "api": {
+                    "build": {"context": ".", "secrets": [{"source": "npm"}, {"source": "cert"}]},
+                    "secrets": [{"source": "db", "target": "/run/secrets/db"}],
+                },
+                "web": {"build": {"context": ".", "secrets": [{"source": "npm"}]}},
+            },
+            "secrets": {
+                "db": {"name": "db_password", "external": True},
+                "npm": {"name": "npm_token", "external": True},
+                "cert": {"file": "/abs/cert.pem"},
+            },
+        }
+    )
+    need = needs(model, {"db_password"})
+    assert [(n.key, n.services) for n in need.build] == [
+        ("cert", ("api",)),
+        ("npm", ("api", "web")),
+    ]
+    assert dict(need.build_provided) == {}  # the build would fail without them: not planned
+    assert dict(need.build_missing) == {"npm_token": ("api", "web")}
+    assert need.missing == {}  # running the services needs no build secret
+    stored = needs(model, {"db_password", "npm_token", "cert"})
+    assert dict(stored.build_provided) == {"cert": "cert", "npm": "npm_token"}
+    assert stored.build_missing == {}
