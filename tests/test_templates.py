@@ -84,6 +84,7 @@ def test_java(tmp_path: Path):
     assert f"/run/secrets/{MISSING}".encode() in missing.stderr
 
 
+@pytest.mark.slow  # `go build`: seconds of CPU, as javac is for test_java
 def test_go(tmp_path: Path):
     go = tool("go")
     module = tmp_path / "app"
