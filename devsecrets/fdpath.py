@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import os
 import pwd
 import secrets as _random
@@ -60,7 +61,7 @@ def check_dir(fd: int, shown: str) -> os.stat_result:
             info.st_uid,
         )
     sticky = bool(info.st_mode & stat.S_ISVTX)
-    others = info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != os.getegid())
+    others = info.st_mode & 0o002 or (info.st_mode & 0o020 and _shared_group(info.st_gid))
     if others and not sticky:
         raise UnsafePathError(
             f"{shown} is writable by other users, who could swap what is inside it; "
@@ -68,6 +69,21 @@ def check_dir(fd: int, shown: str) -> os.stat_result:
             hint="point DEVSECRETS_RUNTIME_DIR at a directory only you (or root) can write",
         )
     return info
+
+
+def _shared_group(gid: int) -> bool:
+    """Whether a user other than us or root belongs to group `gid` (as a member or by primary
+    group): a directory that group may write is then one they can swap entries in. Looked up
+    (not cached: groups change) only for a group-writable directory on the way, so rarely."""
+    me = {0, os.geteuid()}
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        members = set()
+    for user in pwd.getpwall():
+        if user.pw_uid not in me and (user.pw_gid == gid or user.pw_name in members):
+            return True
+    return bool(members - {u.pw_name for u in pwd.getpwall() if u.pw_uid in me})
 
 
 def walk(path: Path) -> tuple[int, str, list[str]]:

@@ -242,3 +242,27 @@ def test_symlink_swaps_of_a_path_component_never_redirect_roots_writes(people, p
         os.waitpid(attacker, 0)
     assert outcomes["used"] + outcomes["refused"] > 10, outcomes
     assert [p for p in loot.rglob("*")] == []
+
+
+def test_a_directory_writable_by_a_group_that_others_share_is_refused(people, place: Path):
+    """`useradd -N` gives alice and mallory the same primary group: a directory of alice's
+    that this group may write is one mallory can swap a component in, like /tmp without the
+    sticky bit. A root below it is refused; nothing is made there."""
+    alice, mallory = people
+    if alice.gid != mallory.gid:
+        pytest.skip("useradd -N gave the two users different primary groups here")
+    shared = owned_dir(Path(f"{place}-shared"), alice, 0o775)
+
+    outcome = alice.do(
+        lambda: str(runtime_dir.private_root({"DEVSECRETS_RUNTIME_DIR": str(shared / "rt")}))
+    )
+    assert "value" not in outcome and outcome["error"] != "crash", outcome
+    assert f"{shared} is writable by other users" in outcome["message"]
+    assert list(shared.iterdir()) == []
+    swap = mallory.do(lambda: os.mkdir(shared / "planted"))  # what the refusal guards against
+    assert swap == {"value": None}
+    private = owned_dir(Path(f"{place}-private"), alice, 0o700)
+    made = alice.do(
+        lambda: str(runtime_dir.private_root({"DEVSECRETS_RUNTIME_DIR": str(private / "rt")}))
+    )
+    assert made == {"value": str(private / "rt")}
