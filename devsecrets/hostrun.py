@@ -152,6 +152,6 @@ def run_with_secrets(
     wanted = {validate_name(n): n for n in names}
     if not wanted:
         wanted = stack_secrets(options, cwd, env, store)
-    values = {key: store.read(name, identities_factory()).value for key, name in wanted.items()}
+    values = {key: store.read_value(name, identities_factory()) for key, name in wanted.items()}
     say(f"{len(values)} secret file(s): {', '.join(sorted(values)) or 'none'}")
     return run(command, values, env, cwd, root)

@@ -260,3 +260,16 @@ def test_without_names_the_stack_decides(alice: User, docker_engine: str, tmp_pa
     assert report["files"] == ["API_TOKEN_FILE", "DB_PASSWORD_FILE"]  # not UNUSED_FILE
     assert report["value"] == CANARY.decode()
     assert CANARY not in result.stdout + result.stderr
+
+
+def test_an_empty_secret_is_refused_before_anything_runs(alice: User, tmp_path: Path, runtime_dir):
+    """As for `up`: an empty value is a mistake to fix, not a file to hand over."""
+    alice.run("set", "x", input=b"")
+    marker = tmp_path / "ran"
+    env = {"DEVSECRETS_RUNTIME_DIR": str(runtime_dir)}
+    result = alice.run("run", "--secret", "x", "--", "touch", str(marker), env=env)
+    assert result.exit_code == 1
+    assert "secret x is empty" in result.stderr
+    assert "hint: give it a value with `devsecrets set x`" in result.stderr
+    assert not marker.exists()
+    assert not any(runtime_dir.glob("run-*"))
