@@ -140,7 +140,141 @@ def make_user(tmp_path: Path, name: str, project: Path) -> User:
     env["HOME"] = str(home)
     env["DOCKER_CONFIG"] = DOCKER_CONFIG
     env["USER"] = name
+    env["DEVSECRETS_RUNTIME_DIR"] = str(private_runtime_root(tmp_path))
     return User(home=home, project=project, env=env)
+
+
+# Every test's users get a runtime root of their own, so nothing a test does (an edit killed
+# on purpose, a run, an up) lands in the real default root; it must be on tmpfs, and tmp_path
+# may be on disk, so it lives in /dev/shm under a name derived from the test's tmp_path, and
+# goes when the test ends. A test of the default root itself sets DEVSECRETS_RUNTIME_DIR to
+# None (unset) in the env it passes, and points the default somewhere private
+# (XDG_RUNTIME_DIR, or runtime_dir.SHM monkeypatched).
+_RUNTIME_ROOTS: set[Path] = set()
+
+
+def private_runtime_root(tmp_path: Path) -> Path:
+    import hashlib
+
+    digest = hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]
+    path = Path("/dev/shm") / f"devsecrets-test-{digest}"
+    _RUNTIME_ROOTS.add(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _remove_private_runtime_roots():
+    yield
+    while _RUNTIME_ROOTS:
+        shutil.rmtree(_RUNTIME_ROOTS.pop(), ignore_errors=True)
+
+
+def default_runtime_roots() -> list[Path]:
+    """Where devsecrets goes without DEVSECRETS_RUNTIME_DIR for the user running the tests:
+    $XDG_RUNTIME_DIR/devsecrets and /dev/shm/devsecrets-<uid> (plus a squat fallback)."""
+    roots = [Path("/dev/shm") / f"devsecrets-{os.geteuid()}"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        roots.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "devsecrets")
+    return roots
+
+
+def _entries_in_default_roots() -> set[str]:
+    entries = set()
+    for root in default_runtime_roots():
+        try:
+            entries |= {str(root / name) for name in os.listdir(root)}
+        except OSError:
+            continue
+    shm = Path("/dev/shm")
+    with_random = f"devsecrets-{os.geteuid()}-"  # a squatted default's fallback
+    if shm.is_dir():
+        entries |= {str(shm / n) for n in os.listdir(shm) if n.startswith(with_random)}
+    return entries
+
+
+def _in_use(path: str) -> bool:
+    """Another process (a test run of someone else's checkout) holds this directory's lock."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(path, ".lock"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+_GAINED: dict[str, str] = {}  # entry -> the test during which it appeared
+_UNCERTAIN: set[str] = set()  # entries that appeared while another test run was going
+
+
+def _others_running() -> bool:
+    """Whether a devsecrets or pytest process that is not ours runs on this machine (another
+    checkout's test run): an entry that appears then may be theirs."""
+    mine = {os.getpid()}
+    others = False
+    for entry in sorted(
+        Path("/proc").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0
+    ):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent in mine:
+            mine.add(int(entry.name))  # our children (pids mostly grow, so parents come first)
+            continue
+        if int(entry.name) not in mine and (
+            b"pytest" in cmdline or b"-m\0devsecrets" in cmdline or b"/devsecrets\0" in cmdline
+        ):
+            others = True
+    return others
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_runtime_root_stays_untouched():
+    """Fails the run if the real default runtime root gained entries while the tests ran
+    (a killed `edit` once left ~50 copies there). Directories a live process holds locked
+    right now are left out, and entries that appeared while another devsecrets test run was
+    going on this machine only warn: they may be that run's."""
+    before = _entries_in_default_roots()
+    yield
+    gained = sorted(p for p in _entries_in_default_roots() - before if not _in_use(p))
+    shown = [f"{p} (during {_GAINED.get(p, 'no test')})" for p in gained]
+    uncertain = [line for p, line in zip(gained, shown, strict=True) if p in _UNCERTAIN]
+    if uncertain:
+        import warnings
+
+        warnings.warn(
+            "entries appeared in the default runtime root while another test run was going "
+            "on this machine: " + ", ".join(uncertain),
+            pytest.PytestWarning,
+            stacklevel=1,
+        )
+    certain = [line for p, line in zip(gained, shown, strict=True) if p not in _UNCERTAIN]
+    assert certain == [], (
+        "the test session left entries in the default runtime root (a test ran devsecrets "
+        "without the private DEVSECRETS_RUNTIME_DIR that make_user gives): " + ", ".join(certain)
+    )
+
+
+@pytest.fixture(autouse=True)
+def _note_default_runtime_root_entries(request: pytest.FixtureRequest):
+    """Which test was running when an entry appeared, for the session guard's message."""
+    before = _entries_in_default_roots()
+    yield
+    appeared = _entries_in_default_roots() - before
+    if appeared and _others_running():
+        _UNCERTAIN.update(appeared)
+    for path in appeared:
+        _GAINED.setdefault(path, request.node.nodeid)
 
 
 @pytest.fixture

@@ -223,14 +223,27 @@ def test_a_secret_created_meanwhile_is_not_overwritten(alice: User, tmp_path: Pa
     assert alice.run("get", "y").stdout == b"theirs"
 
 
-def test_a_disk_backed_xdg_runtime_dir_is_passed_over_for_dev_shm(alice: User, tmp_path: Path):
+def test_a_disk_backed_xdg_runtime_dir_is_passed_over_for_dev_shm(
+    alice: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from devsecrets import runtime_dir
+
     disk = tmp_path / "disk"
     disk.mkdir()
     if filesystem_type(disk) in ("tmpfs", "ramfs"):
         pytest.skip("tmp_path is itself on tmpfs here")
-    env = {**editor(tmp_path, 'printf v > "$1"'), "XDG_RUNTIME_DIR": str(disk)}
+    shm = Path(alice.env["DEVSECRETS_RUNTIME_DIR"]) / "shm"  # /dev/shm's stand-in, on tmpfs
+    shm.mkdir(parents=True)
+    monkeypatch.setattr(runtime_dir, "SHM", shm)  # the real default root stays untouched
+    env = {
+        **editor(tmp_path, 'printf v > "$1"'),
+        "XDG_RUNTIME_DIR": str(disk),
+        "DEVSECRETS_RUNTIME_DIR": None,  # the default is what is tested
+    }
     assert alice.run("edit", "x", env=env).exit_code == 0
     assert logged(tmp_path)[2] in ("tmpfs", "ramfs")
+    assert logged(tmp_path)[0].startswith(f"{shm}/devsecrets-{os.geteuid()}/edit-")
+    assert list(disk.iterdir()) == []
 
 
 def test_an_explicit_runtime_dir_on_disk_is_refused_without_allow_disk(alice: User, tmp_path: Path):

@@ -173,6 +173,7 @@ def test_sudo_e_with_the_users_xdg_runtime_dir_is_refused_in_one_line(
     editor.write_text('#!/bin/sh\nprintf changed > "$1"\n')
     editor.chmod(0o755)
     env = {**alice.subprocess_env(), "XDG_RUNTIME_DIR": str(xdg), "EDITOR": str(editor)}
+    del env["DEVSECRETS_RUNTIME_DIR"]  # the default, under XDG_RUNTIME_DIR, is what is tested
     mallory.do(lambda: os.symlink(loot, xdg / "devsecrets"))
     for _ in range(2):
         result = subprocess.run(
