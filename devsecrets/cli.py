@@ -957,7 +957,8 @@ def build(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwargs: A
     """docker compose build, with build.secrets (RUN --mount=type=secret) from the store.
 
     Each build secret is a file on tmpfs that compose hands to BuildKit: never in an image
-    layer, a build argument or the build cache. Wiped afterwards unless the stack is up.
+    layer, a build argument or the build cache. Prepares the stack as `up` does (every
+    secret it uses must be in the store); wiped afterwards unless the stack is up.
     BuildKit does not rebuild when only a secret's value changed: add --no-cache for that.
     Build output is masked like `up`'s (--no-mask: as is).
 
@@ -967,6 +968,11 @@ def build(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwargs: A
       devsecrets build --no-cache api
       devsecrets up --build            # the same secrets when up builds
     """
+    return _build(app, kwargs, compose_args, no_mask)
+
+
+def _build(app: App, kwargs: Mapping[str, Any], args: tuple[str, ...], no_mask: bool) -> int:
+    """`build` and `compose build`: the build secrets on tmpfs, compose's output masked."""
     from devsecrets.pipeline import build_images, wiped_on_error
     from devsecrets.process import plaintext_guard
 
@@ -978,7 +984,7 @@ def build(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwargs: A
             names = ", ".join(f.key for f in session.layout.build.files) or "none"
             _say(f"build secrets: {names}")
             masker = None if no_mask else _masker(lambda: session.values)
-        return build_images(session, compose_args, masker)
+        return build_images(session, args, masker)
 
 
 @cli.command()
@@ -1070,8 +1076,9 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwa
     """Any other docker compose command with the override applied (ps, logs, exec, restart…).
 
     devsecrets' own flags (-f, -p, --no-mask, …) go before the compose command:
-    devsecrets compose -f stack.yml logs -f api. In `logs` and `up`, any secret value you
-    can decrypt is shown as **** (values under 4 bytes are not masked).
+    devsecrets compose -f stack.yml logs -f api. In `logs`, `up` and `build`, any secret
+    value you can decrypt is shown as **** (values under 4 bytes are not masked); `build` is
+    `devsecrets build`.
 
     `compose up` in the foreground wipes the secrets when compose exits, like `up --no-watch`;
     `compose up [-d]` over running containers applies what changed as `up` does.
@@ -1086,6 +1093,8 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwa
             masker = None if no_mask else _masker(lambda: session.values)
             redeploy = _redeploy(app, session, {})  # Swarm's model, as `up` applies it
             return start_stack(session, compose_args[1:], masker=masker, redeploy=redeploy)
+    if compose_args[0] == "build":  # the build secrets from the store, as `devsecrets build`
+        return _build(app, kwargs, compose_args[1:], no_mask)
     if compose_args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first
         with plaintext_guard():
             session = _prepare(app, kwargs)

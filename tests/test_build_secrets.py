@@ -304,3 +304,15 @@ def test_engine_mode_builds_with_the_secret_from_this_machine(alice: User, build
             ["docker", "image", "rm", "-f", image], env={**os.environ, "DOCKER_HOST": isolated},
             capture_output=True, check=False,
         )  # fmt: skip
+
+
+@pytest.mark.docker
+def test_compose_build_is_devsecrets_build(alice: User, build_stack):
+    env, image, runtime = build_stack
+    alice.run("set", "npm_token", input=CANARY)
+    built = devsecrets(["compose", "build", "--no-cache"], cwd=alice.project, env=env, timeout=600)
+    out = built.stdout + built.stderr
+    assert built.returncode == 0, out.decode(errors="replace")
+    assert b"the token is ****" in out and CANARY not in out  # masked like `build`
+    assert image_hash(image) == hashlib.sha256(CANARY).hexdigest()
+    assert not any(runtime.glob("*/build"))
