@@ -525,6 +525,19 @@ def probe_secrets(container_id: str, env: dict[str, str] | None = None) -> list[
     return out.stdout.decode().strip().splitlines()
 
 
+def wait_for(find, what: str, timeout: float = 60, interval: float = 0.2):
+    """Poll `find` until it returns something true, and return that; fail naming `what`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def write_stack(
     project_dir: Path, image: str, services: dict[str, dict], extra: dict | None = None
 ) -> dict:

@@ -23,6 +23,7 @@ from conftest import (
     parity_values,
     probe_secrets,
     project_name,
+    wait_for,
     write_stack,
 )
 from test_leak_audit import files_containing, processes_containing
@@ -226,14 +227,7 @@ def _data_root(host: str) -> Path:
     return Path(out.stdout.decode().strip())
 
 
-def _wait(find, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait = wait_for
 
 
 def test_leak_audit_and_live_change(alice: User, isolated: str, runtime_dir: Path) -> None:

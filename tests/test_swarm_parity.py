@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from conftest import (
     parity_values,
     probe_secrets,
     project_name,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -53,16 +53,6 @@ def sh(*argv: str, input: bytes | None = None, check: bool = True) -> str:
     return subprocess.run(list(argv), input=input, capture_output=True, check=check).stdout.decode()
 
 
-def wait_for(find, what: str, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, runtime_dir: Path):
     values = parity_values()
     for name, value in values.items():
@@ -93,7 +83,7 @@ def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, run
             return ids[0] if ids else None
 
         swarm_seen = {
-            s: probe_secrets(wait_for(lambda s=s: task(s), f"swarm task {s}"))
+            s: probe_secrets(wait_for(lambda s=s: task(s), f"swarm task {s}", 90))
             for s in ("api", "worker")
         }
 
@@ -116,7 +106,7 @@ def test_devsecrets_up_matches_swarm(alice: User, swarm, docker_engine: str, run
                 ).strip()
 
             local_seen = {
-                s: probe_secrets(wait_for(lambda s=s: container(s), f"compose {s}"))
+                s: probe_secrets(wait_for(lambda s=s: container(s), f"compose {s}", 90))
                 for s in ("api", "worker")
             }
         finally:
