@@ -229,6 +229,36 @@ def test_human_output_lists_problems_with_hints(repo: User):
     assert out.rstrip().endswith("1 problem(s)")
 
 
+def test_what_up_warns_about_is_a_warning_that_does_not_fail(repo: User):
+    """The same findings `up` prints (from `needs` and the layout), at warning level."""
+    secrets_dir = repo.project / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "api_key.txt").write_text("k3y-in-a-file")
+    stack(
+        repo,
+        {"api": {"secrets": ["db_password", "api_key"]}},
+        {"secrets": {"api_key": {"file": "./secrets/api_key.txt"}}},
+    )
+    code, report, _ = run_check(repo)
+    assert (code, report["ok"]) == (0, True)
+    [finding] = report["findings"]
+    assert (finding["code"], finding["level"], finding["secret"]) == (
+        "plaintext-file",
+        "warning",
+        "api_key",
+    )
+    assert "`devsecrets set api_key --from-file " in finding["message"]
+    assert finding["message"].endswith("/secrets/api_key.txt`")  # compose's absolute path
+    result = devsecrets(["check", "--no-engine"], cwd=repo.project, env=repo.subprocess_env())
+    out = result.stdout.decode()
+    assert result.returncode == 0
+    assert "WARN  plaintext-file: secret api_key comes from plaintext file" in out
+    assert out.rstrip().endswith("no problems found, 1 warning(s)")
+    repo.run("set", "api_key", input=b"k3y-stored")  # the store wins: nothing to say
+    code, report, _ = run_check(repo)
+    assert (code, codes(report)) == (0, [])
+
+
 def test_the_pre_commit_hook_stops_a_real_commit(repo: User, tmp_path: Path):
     """The hook's entry from .pre-commit-hooks.yaml, run by git as .git/hooks/pre-commit."""
     root = Path(__file__).resolve().parents[1]
