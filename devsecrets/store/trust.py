@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,14 +111,11 @@ class Approvals:
             "approved": dict(approved),
             "seen": dict(seen),
         }
+        from devsecrets.atomic import write_atomic
+
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(record, out, indent=2, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        text = json.dumps(record, indent=2, sort_keys=True)
+        write_atomic(self.path, text.encode(), mode=0o600, umask=False, durable=True)
 
     def approved(self) -> dict[str, str] | None:
         """key -> name as approved, or None when this user never approved this store."""
