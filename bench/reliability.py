@@ -33,6 +33,7 @@ import contextlib
 import fcntl
 import os
 import random  # timing of faults, not secrets
+import re
 import shutil
 import signal
 import subprocess
@@ -54,7 +55,7 @@ CANARY = "canary-reliability-"  # + a per-secret suffix; searched for, never pri
 WRAPPER = """
 import os, sys
 args = sys.argv[1:]
-import devsecrets.cli, devsecrets.store, devsecrets.edit, devsecrets.keys  # warm imports
+import devsecrets.cli, devsecrets.entry, devsecrets.store, devsecrets.edit, devsecrets.keys
 if os.environ.get("RELIABILITY_NO_LOCK") == "1":  # only this script sets it, in a child
     import contextlib
     devsecrets.store.Store.lock = lambda self: contextlib.nullcontext()
@@ -63,7 +64,8 @@ os.write(1, b"ready\\n")
 if go:
     while not os.path.exists(go):
         pass
-sys.exit(devsecrets.cli.main(args))
+sys.argv = ["devsecrets", *args]  # as the console script runs it
+sys.exit(devsecrets.entry.main())
 """
 
 
@@ -133,7 +135,10 @@ def make_team(base: Path, secrets: int, bob: bool = True) -> Team:
     return Team(base, env, identities, pristine, values, bob_key)
 
 
-def spawn(team: Team, args: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(
+    team: Team, args: list[str], extra: dict[str, str] | None = None, *, ignore: bool = False
+) -> subprocess.Popen:
+    """`ignore`: start it with the stop signals ignored (see `ignoring_stops`)."""
     child = subprocess.Popen(
         [sys.executable, "-c", WRAPPER, "--store", str(team.store_dir), *args],
         cwd=team.root / "project",
@@ -142,6 +147,7 @@ def spawn(team: Team, args: list[str], extra: dict[str, str] | None = None) -> s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=ignoring_stops if ignore else None,  # noqa: PLW1509
     )
     return child
 
@@ -380,6 +386,7 @@ def hypothesis_scenario(examples: int) -> Result:
 
 HANG = 30  # seconds a signalled process may take to exit
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL]
+STOPS = SIGNALS[:4]
 
 
 def plaintext_files(roots: list[Path], values: list[bytes]) -> list[str]:
@@ -396,8 +403,32 @@ def plaintext_files(roots: list[Path], values: list[bytes]) -> list[str]:
     return found
 
 
-def edit_signal_scenario(team: Team, per_signal: int, editor: Path) -> Result:
-    result = Result("signals-edit", "SIGINT/TERM/HUP/QUIT/KILL of `edit` (editor open)")
+def ignoring_stops() -> None:
+    """preexec_fn: the child starts with the stop signals ignored, as a non-interactive
+    shell's background job (`cmd &` ignores SIGINT and SIGQUIT) or `nohup` (SIGHUP) leaves
+    them. Every other trial runs so."""
+    for signum in STOPS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def send(child: subprocess.Popen, sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        (os.killpg if group else os.kill)(child.pid, sig)
+
+
+def check_exit(result: Result, sig: int, code: int | None) -> None:
+    """128+N from the plaintext guard; -N (the default action) for a signal that landed before
+    the guard was in place (nothing written yet) and for SIGKILL."""
+    if code is not None and code not in (128 + sig, -sig):
+        result.fail(f"{signal.Signals(sig).name}: exit {code}, not {128 + sig}")
+
+
+def edit_signal_scenario(team: Team, per_signal: int, editor: Path, *, group: bool) -> Result:
+    result = Result(
+        "signals-edit" + ("-group" if group else ""),
+        "SIGINT/TERM/HUP/QUIT/KILL of `edit` (editor open), "
+        + ("to its process group" if group else "to its process only"),
+    )
     runtime = Path(team.env["DEVSECRETS_RUNTIME_DIR"])
     new = f"{CANARY}edited-{os.urandom(3).hex()}".encode()
     slow_editor = team.root / "slow-editor.sh"
@@ -411,32 +442,30 @@ def edit_signal_scenario(team: Team, per_signal: int, editor: Path) -> Result:
     child.communicate(timeout=60)
     duration = time.monotonic() - start
     values = [*team.values.values(), new]
-    exposed = 0
+    exposed = ignored = 0
     for sig in SIGNALS:
-        for _ in range(per_signal):
+        for trial in range(per_signal):
             team.reset()
-            child = spawn(team, ["edit", "s0"], extra)
+            child = spawn(team, ["edit", "s0"], extra, ignore=trial % 2 == 1)
+            ignored += trial % 2
             wait_ready(child)
             time.sleep(random.uniform(0, duration))  # noqa: S311
             exposed += bool(plaintext_files([runtime], [team.values["s0"], new]))
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, sig) if sig == signal.SIGKILL else child.send_signal(sig)
-            child.communicate(timeout=60)
+            send(child, sig, group or sig == signal.SIGKILL)
+            try:
+                child.communicate(timeout=HANG)
+            except subprocess.TimeoutExpired:
+                result.fail(f"{signal.Signals(sig).name}: did not exit within {HANG} s")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)  # the editor, if it outlived devsecrets
+            child.communicate()
+            check_exit(result, sig, child.returncode)
             time.sleep(0.05)
             if sig == signal.SIGKILL:  # nobody can wipe on SIGKILL: the next edit cleans up
                 quiet = {"EDITOR": "true"}
                 subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "devsecrets",
-                        "--store",
-                        str(team.store_dir),
-                        "edit",
-                        "s1",
-                    ],
+                    [sys.executable, "-m", "devsecrets", "--store", str(team.store_dir)]
+                    + ["edit", "s1"],
                     env={**team.env, **quiet},
                     capture_output=True,
                     check=False,
@@ -448,6 +477,7 @@ def edit_signal_scenario(team: Team, per_signal: int, editor: Path) -> Result:
             if left:
                 result.fail(f"{signal.Signals(sig).name}: plaintext left in {left[:3]}")
     result.notes.append(f"{exposed} of {result.trials} signals landed while the copy was on tmpfs")
+    result.notes.append(f"{ignored} of {result.trials} started with the stop signals ignored")
     return result
 
 
@@ -499,7 +529,8 @@ def stack_signal_scenario(
         )
     )
     runtime = Path(team.env["DEVSECRETS_RUNTIME_DIR"])
-    env = {**team.env, "COMPOSE_PROJECT_NAME": f"reliab{os.getpid()}"}
+    compose_project = f"reliab{os.getpid()}"
+    env = {**team.env, "COMPOSE_PROJECT_NAME": compose_project}
     ds = [sys.executable, "-m", "devsecrets", "--store", str(team.store_dir)]
     values = [team.values[n] for n in names]
 
@@ -507,6 +538,13 @@ def stack_signal_scenario(
         subprocess.run(
             [*ds, "down"], cwd=project, env=env, capture_output=True, check=False, timeout=180
         )
+
+    def running() -> int:
+        label = f"label=com.docker.compose.project={compose_project}"
+        out = subprocess.run(
+            ["docker", "ps", "-q", "--filter", label], capture_output=True, text=True, check=False
+        )
+        return len(out.stdout.split())
 
     team.reset()
     down()
@@ -524,34 +562,43 @@ def stack_signal_scenario(
         duration = min(time.monotonic() - start, 8.0)
         up.send_signal(signal.SIGINT)
         up.wait(timeout=120)
-    exposed = 0
+    exposed = ignored = 0
     for sig in SIGNALS:
-        for _ in range(per_signal):
+        for trial in range(per_signal):
             argv = [*ds, "watch"] if command == "watch" else [*ds, "up"]
+            ignore = trial % 2 == 1
+            ignored += ignore
             child = subprocess.Popen(
                 argv,
                 cwd=project,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=ignoring_stops if ignore else None,  # noqa: PLW1509
             )
             time.sleep(random.uniform(0.2, duration))  # noqa: S311
             exposed += bool(plaintext_files([runtime], values))
-            with contextlib.suppress(ProcessLookupError):
-                (os.killpg if group else os.kill)(child.pid, sig)
+            send(child, sig, group)
             try:
                 child.wait(timeout=HANG)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
                 result.fail(f"{signal.Signals(sig).name}: did not exit within {HANG} s")
+            else:
+                check_exit(result, sig, child.returncode)
             result.trials += 1
             if command == "up" and sig != signal.SIGKILL:
                 left = plaintext_files([runtime], values)
                 if left:
                     result.fail(f"{signal.Signals(sig).name}: plaintext left on exit in {left[:3]}")
+                if running():
+                    result.fail(f"{signal.Signals(sig).name}: containers left running on exit")
             if command == "watch":
+                if sig != signal.SIGKILL and not running():
+                    result.fail(f"{signal.Signals(sig).name}: stopping watch stopped the stack")
                 continue  # the detached stack keeps its secrets until `down`
             down()
             left = plaintext_files([runtime, project], values)
@@ -562,6 +609,7 @@ def stack_signal_scenario(
     if left:
         result.fail(f"plaintext left after the final down in {left[:3]}")
     result.notes.append(f"{exposed} of {result.trials} signals landed while secrets were on tmpfs")
+    result.notes.append(f"{ignored} of {result.trials} started with the stop signals ignored")
     return result
 
 
@@ -609,6 +657,7 @@ def write_report(
     with open(Path(tempfile.gettempdir()) / "devsecrets-reliability.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         text = out.read_text() if out.exists() else TITLE
+        text = _supersede(text, run_id, {r.name for r in results})
         begin, finish = f"<!-- run {run_id} -->", f"<!-- /run {run_id} -->\n"
         if begin in text:
             head, _, rest = text.partition(begin)
@@ -616,6 +665,36 @@ def write_report(
         else:
             text = text.rstrip("\n") + "\n\n" + section
         out.write_text(text)
+
+
+def _supersede(text: str, run_id: str, names: set[str]) -> str:
+    """Other runs' sections lose their rows and notes for the scenarios this run measured
+    again; a section left with no scenario goes. So the file holds the latest figures of every
+    scenario, each with the command line and date of the run that measured it."""
+    pattern = re.compile(r"<!-- run (\S+) -->\n(.*?)<!-- /run \1 -->\n", re.S)
+
+    def edit(match: re.Match[str]) -> str:
+        if match.group(1) == run_id:
+            return match.group(0)
+        kept, rows = [], 0
+        for line in match.group(2).split("\n"):
+            row = re.match(r"\| (\S+) \|", line)
+            note = re.match(r"- (\S+): ", line)
+            name = (row or note).group(1) if (row or note) else None
+            if name in names:
+                continue
+            rows += bool(row) and name != "scenario"
+            kept.append(line)
+        if not rows:
+            return ""
+        return (
+            f"<!-- run {match.group(1)} -->\n"
+            + "\n".join(kept)
+            + f"<!-- /run {match.group(1)} -->\n"
+        )
+
+    text = pattern.sub(edit, text)
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def main() -> int:
@@ -626,7 +705,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--kill-trials", type=int, default=110, help="per command")
     parser.add_argument("--examples", type=int, default=2000, help="hypothesis, per property")
-    parser.add_argument("--signal-trials", type=int, default=4, help="per signal, up/watch")
+    parser.add_argument(
+        "--signal-trials", type=int, default=10, help="per signal, for each of edit/up/watch"
+    )
     args = parser.parse_args()
     random.seed(args.seed)
     quick = args.quick
@@ -665,13 +746,15 @@ def main() -> int:
             report(results)
         if any(wanted(f"signals-{c}") for c in ("edit", "up", "watch")):
             sig_team = make_team(base / "signals", secrets=3, bob=False)
-        if wanted("signals-edit"):
-            results.append(edit_signal_scenario(sig_team, 2 if quick else 20, editor))
-            report(results)
+        for group in (False, True):
+            if wanted(f"signals-edit{'-group' if group else ''}"):
+                count = 2 if quick else args.signal_trials
+                results.append(edit_signal_scenario(sig_team, count, editor, group=group))
+                report(results)
         for command in ("up", "watch"):
             for group in (False, True):
                 if wanted(f"signals-{command}{'-group' if group else ''}"):
-                    count = 1 if quick else args.signal_trials
+                    count = 2 if quick else args.signal_trials
                     results.append(
                         stack_signal_scenario(sig_team, command, count, image, group=group)
                     )

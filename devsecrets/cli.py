@@ -1003,21 +1003,21 @@ def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
     none of its containers runs, watch says so and decrypts nothing.
     """
     from devsecrets.live import parse_cli_policies, start_watching
-    from devsecrets.process import no_core_dumps, stop_signals
+    from devsecrets.process import plaintext_guard, stop_signals
 
-    no_core_dumps()
     policies = parse_cli_policies(on_change)
-    session = _prepare(app, kwargs, running=True)
-    live = _live(app, session, policies)
-    live.catch_up()
-    with stop_signals() as wait:
-        stop = start_watching(live)
-        _say(f"watching {live.store.root} and the stack files; Ctrl-C to stop")
-        try:
-            wait()
-        finally:
-            stop()
-    return 0
+    with plaintext_guard():  # a stop signal before the watch begins ends it too (128+N)
+        session = _prepare(app, kwargs, running=True)
+        live = _live(app, session, policies)
+        live.catch_up()
+        with stop_signals() as wait:
+            stop = start_watching(live)
+            _say(f"watching {live.store.root} and the stack files; Ctrl-C to stop")
+            try:
+                signum = wait()
+            finally:
+                stop()
+    return 128 + signum
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -1278,19 +1278,21 @@ def run_cmd(app: App, /, names: tuple[str, ...], command: tuple[str, ...], **kwa
       devsecrets run -f docker-stack.yml -- npm test
     """
     from devsecrets.hostrun import run_with_secrets
+    from devsecrets.process import plaintext_guard
 
-    return run_with_secrets(
-        command,
-        names,
-        _options(kwargs),
-        app.cwd,
-        app.env,
-        app.store,
-        app.identities,
-        allow_disk=kwargs["allow_disk"],
-        say=_say,
-        warn=_warn,
-    )
+    with plaintext_guard():  # no core file; a stop signal before the command runs wipes too
+        return run_with_secrets(
+            command,
+            names,
+            _options(kwargs),
+            app.cwd,
+            app.env,
+            app.store,
+            app.identities,
+            allow_disk=kwargs["allow_disk"],
+            say=_say,
+            warn=_warn,
+        )
 
 
 @cli.command("check")
@@ -1509,6 +1511,7 @@ def _run_click(argv: list[str] | None) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except click.Abort:  # click's name for Ctrl-C or EOF at a prompt
-        raise KeyboardInterrupt from None
+    except click.Abort as e:  # click's name for Ctrl-C or EOF at a prompt
+        cause = e.__cause__  # a stop signal's Interrupted keeps its number (exit 128+N)
+        raise (cause if isinstance(cause, KeyboardInterrupt) else KeyboardInterrupt()) from None
     return result if isinstance(result, int) else EXIT_OK

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if argv is None and _command(args) in HOLDS_PLAINTEXT:
+        _stop_signals_not_ignored()
     if argv is None and _command(args) in ("up", "render"):
         from devsecrets import configcache
 
@@ -44,6 +46,22 @@ def main(argv: list[str] | None = None) -> int:
 # closed (and fsynced) before they return; `_fast_exit` still declines when a thread or an
 # atexit handler is left.
 FAST_EXIT = frozenset({"get", "set", "render", "up"})
+
+
+# Commands that write or hold secret values (their plaintext guard wipes on a stop signal).
+HOLDS_PLAINTEXT = frozenset({"up", "watch", "edit", "run", "render", "compose"})
+
+
+def _stop_signals_not_ignored() -> None:
+    """A stop signal the parent left ignored (`nohup`, a non-interactive shell's background
+    job ignores SIGINT and SIGQUIT) is lost until the plaintext guard takes it over, and a
+    command that loses it runs on (an `up` nobody can stop but with SIGKILL). Until then
+    nothing is written, so the default (end the process) is right."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 def _command(args: list[str]) -> str | None:
@@ -78,7 +96,8 @@ def _threads() -> int:
 
 def guarded(body: Callable[[], int], *, debug: bool) -> int:
     """Run a command; map what escapes it to the exit-code table in `errors`:
-    1 expected failure (one line + hint), 2 usage, 3 bug (traceback), 130 Ctrl-C."""
+    1 expected failure (one line + hint), 2 usage, 3 bug (traceback), 130 Ctrl-C (128+N
+    for another stop signal N)."""
     from devsecrets import errors
 
     try:
@@ -90,9 +109,10 @@ def guarded(body: Callable[[], int], *, debug: bool) -> int:
             traceback.print_exc()
         _stderr(errors.error_lines(e))
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _stderr("devsecrets: interrupted\n")
-        return errors.EXIT_INTERRUPTED
+        # a stop signal caught by the plaintext guard: 128+N, as a shell reports it
+        return 128 + getattr(e, "signum", errors.EXIT_INTERRUPTED - 128)
     except BrokenPipeError:  # the reader went away (`devsecrets get x | head -c1`)
         return errors.EXIT_FAILURE
     except Exception:  # noqa: BLE001 - last resort: a bug, shown as one

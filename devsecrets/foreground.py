@@ -12,6 +12,7 @@ services started earlier with `up -d` keep their secrets until `devsecrets down`
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -20,10 +21,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
-from devsecrets import mask, runtime_dir
+from devsecrets import mask, process, runtime_dir
 from devsecrets.errors import ComposeError, DevsecretsError
 
 if TYPE_CHECKING:
@@ -34,13 +34,16 @@ if TYPE_CHECKING:
 Report = Callable[[str], None]
 # what signal.signal returns and takes back: a function, SIG_DFL/SIG_IGN, or None (not set
 # from Python)
-Handler = Callable[[int, FrameType | None], object] | int | None
 # `compose up` options that take a value: whatever else is not an option names a service
 _WITH_VALUE = frozenset(
     {"--attach", "--exit-code-from", "--no-attach", "--pull", "--scale", "-t", "--timeout"}
     | {"--wait-timeout"}
 )
 RESTART_GRACE = 2.0  # how long a stopped service may take to come back from a restart
+STOP_GRACE = 15.0  # how long compose may take to stop after a stop signal: its own 10 s, +5
+STOP_TIMEOUT = 60.0  # `compose stop` after a stop signal, at most
+# compose's docker CLI dies on SIGHUP/SIGQUIT and leaves its plugin running (see Child)
+_FORWARD: dict[int, int] = {signal.SIGHUP: signal.SIGTERM, signal.SIGQUIT: signal.SIGTERM}
 
 
 def up_services(args: Sequence[str]) -> tuple[str, ...]:
@@ -73,32 +76,39 @@ def running_services(project: str, env: Mapping[str, str]) -> set[str] | None:
 
 
 class Child:
-    """Runs compose children in the foreground. SIGTERM and SIGHUP are forwarded; Ctrl-C on a
-    terminal already reaches the child (forwarding it again would be compose's second Ctrl-C,
-    "kill now"). Either way `stop` records that the user wants to stop."""
+    """Runs compose children in the foreground and passes our stop signals on to them.
+
+    `docker compose` is the docker CLI with the compose plugin below it. The CLI passes
+    SIGINT and SIGTERM on to the plugin, which then stops the containers; SIGHUP or SIGQUIT
+    kill the CLI at once and leave the plugin running (measured with docker 20.10), and the
+    plugin takes SIGQUIT as "dump goroutines and exit 2", containers left running. So a
+    hang-up or Ctrl-\\ is forwarded as SIGTERM. On a terminal Ctrl-C already reached compose
+    (same process group; forwarding it again would be compose's second Ctrl-C, "kill now").
+    `stop` records the first signal; a child still running STOP_GRACE seconds after it is
+    killed with everything below it (the caller then stops the containers itself)."""
 
     def __init__(self, env: Mapping[str, str], cwd: Path, masker: Masker | None = None) -> None:
         self.env, self.cwd, self.masker = dict(env), cwd, masker
         self.stop: int | None = None
         self._child: subprocess.Popen[bytes] | None = None
-        self._previous: dict[int, Handler] = {}
+        self._guard: contextlib.AbstractContextManager[None] | None = None
 
     def __enter__(self) -> Child:
         tty = sys.stdin.isatty()
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
+        def on_signal(signum: int, first: bool) -> None:
             self.stop = self.stop or signum
             child = self._child
             if child is not None and child.poll() is None and not (tty and signum == 2):
-                child.send_signal(signum)
+                child.send_signal(_FORWARD.get(signum, signum))
 
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, on_signal)
+        self._guard = process.on_stop(on_signal)
+        self._guard.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        if self._guard is not None:
+            self._guard.__exit__(None, None, None)
 
     def run(self, argv: Sequence[str], started: Callable[[], None] | None = None) -> int:
         if self.stop is not None:  # asked to stop before this child began: do not start it
@@ -113,18 +123,36 @@ class Child:
             except OSError as e:
                 raise ComposeError(f"could not run {argv[0]}: {e.strerror}") from e
         if self.stop is not None:  # the signal came while it was starting: pass it on
-            self._child.send_signal(self.stop)
+            self._child.send_signal(_FORWARD.get(self.stop, self.stop))
         try:
             if started is not None:
                 started()
-            return self._child.wait()
+            return self._wait(self._child)
         finally:
             if self._child.poll() is None:
                 self._child.terminate()
-                self._child.wait()
+                try:
+                    self._child.wait(timeout=STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    process.kill_tree(self._child)
             self._child = None
             for thread in threads:
                 thread.join(timeout=10)
+
+    def _wait(self, child: subprocess.Popen[bytes]) -> int:
+        """The child's exit code; once a stop signal came, at most STOP_GRACE more seconds
+        (compose can miss a signal that lands while it starts, or hang in a stop)."""
+        deadline: float | None = None
+        while True:
+            if self.stop is not None and deadline is None:
+                deadline = time.monotonic() + STOP_GRACE
+            timeout = 0.5 if deadline is None else deadline - time.monotonic()
+            try:
+                return child.wait(timeout=max(timeout, 0))
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    process.kill_tree(child)
+                    return child.wait()
 
 
 def run(
@@ -136,7 +164,7 @@ def run(
 ) -> int:
     """`compose up ARGS` in the foreground, then its services' logs for as long as they run
     again after compose stopped following them. Returns compose up's exit code, or 128+N
-    when signal N stopped re-attached services."""
+    when a stop signal N came (the services this up started are then stopped)."""
     project = session.model.project
     services = up_services(args)
     stopper: Stopper | None = None
@@ -151,8 +179,11 @@ def run(
         with Child(session.env, session.cwd, masker) as child:
             code = child.run(session.argv(["up", *args]), started=start_watch)
             since = _now()
+
+            def busy() -> bool:  # a restart of ours is under way, and no stop came
+                return child.stop is None and bool(getattr(stopper, "busy", lambda: False)())
+
             while child.stop is None:
-                busy = getattr(stopper, "busy", lambda: False)
                 alive = _still_running(project, services, session.env, busy)
                 if not alive or child.stop is not None:
                     break
@@ -173,12 +204,14 @@ def run(
         running = running_services(project, session.env) or set()
         alive = running if not services else running & set(services)
         if alive:
-            subprocess.run(
-                session.argv(["stop", *sorted(alive)]), env=dict(session.env),
-                cwd=session.cwd, capture_output=True, check=False,
-            )  # fmt: skip
-        if code == 0:
-            code = 128 + stop
+            try:
+                subprocess.run(
+                    session.argv(["stop", *sorted(alive)]), env=dict(session.env),
+                    cwd=session.cwd, capture_output=True, check=False, timeout=STOP_TIMEOUT,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as e:  # release() then keeps them
+                report(f"compose stop failed: {e.__class__.__name__}")
+        code = 128 + stop  # whatever compose made of it (130, 2 after a goroutine dump)
     return code
 
 

@@ -122,7 +122,7 @@ def test_a_stop_signal_while_editing_removes_the_copy(alice: User, tmp_path: Pat
     assert copy.read_bytes() == CANARY
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 128 + signum, err.decode()
     assert not copy.exists()
     assert not copy.parent.exists()
     assert CANARY not in err
@@ -159,7 +159,7 @@ def test_the_editor_starts_with_no_blocked_signals_and_is_stopped_with_us(
     assert int(blocked.split()[1], 16) == 0, blocked
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 

@@ -107,7 +107,7 @@ def test_a_missing_command_is_one_line(alice: User, runtime_dir):
     assert not any(runtime_dir.glob("run-*"))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
 def test_a_signal_reaches_the_child_and_the_files_are_wiped(
     alice: User, tmp_path: Path, runtime_dir, signum
 ):
