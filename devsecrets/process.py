@@ -3,11 +3,12 @@
 The guard: a process holding secret values leaves none behind when it stops. Core dumps off
 for this process and its children (`coredump.no_core_dumps`, re-exported here), and SIGINT,
 SIGTERM, SIGHUP and SIGQUIT turned into `Interrupted`, which unwinds through the callers'
-`finally` blocks that wipe the runtime files. Our handler is installed even where the parent left a signal ignored (`nohup`, a shell's
-background job): otherwise a hang-up would be lost and the process would never wipe. While a
-foreground child runs (compose, `run`'s command) or `watch` waits, `on_stop` blocks get the
-signals instead (forward, end the wait); the first signal still counts, so later ones cannot
-cut the cleanup short, and the CLI exits 128+N. Never prints.
+`finally` blocks that wipe the runtime files. Our handler is installed even where the parent
+left a signal ignored (`nohup`, a shell's background job): otherwise a hang-up would be lost
+and the process would never wipe. While a foreground child runs (compose, `run`'s command) or
+`watch` waits, `on_stop` blocks get the signals instead (forward, end the wait); the first
+signal still counts, so later ones cannot cut the cleanup short, and the CLI exits 128+N.
+Never prints.
 """
 
 from __future__ import annotations
