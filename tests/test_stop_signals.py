@@ -244,7 +244,8 @@ def test_up_stops_on_a_signal_its_parent_ignored(alice: User, stack, runtime_dir
 @pytest.mark.slow
 def test_signals_during_ups_cleanup_do_not_cut_it_short(alice: User, stack, runtime_dir: Path):
     """Ctrl-C, then more stop signals while compose stops and the secrets are wiped (an
-    impatient user, a supervisor's TERM): the cleanup still runs to its end."""
+    impatient user, a supervisor's TERM): compose gets them (three make it give up, "forcefully
+    exiting"), devsecrets still stops the containers itself and wipes."""
     env, name = stack
     proc = start_foreground_up(alice.project, env, name, 1, new_session=True)
     proc.send_signal(signal.SIGINT)
@@ -261,7 +262,6 @@ def test_signals_during_ups_cleanup_do_not_cut_it_short(alice: User, stack, runt
     # 130 for the Ctrl-C; or killed by a TERM that came once the cleanup was over and the
     # guard gone (what was left to do then was the exit itself)
     assert proc.returncode in (128 + signal.SIGINT, -signal.SIGTERM), err.decode()
-    assert "Stopped" in err.decode()
     assert project_containers(name) == []
     assert holding_canary(runtime_dir) == []
 
