@@ -144,10 +144,13 @@ def _private_root(env: Mapping[str, str], allow_disk: bool, warn: Warn) -> Path:
         default = shm / f"devsecrets-{os.geteuid()}"
         try:
             return _claim(default)
-        except NotOurs as e:
+        except UnsafePathError as e:
+            owner = e.owner if isinstance(e, NotOurs) else _squatter(default)
+            if owner is None:
+                raise
             fallback = _fallback(env, shm)
             warn(
-                f"{default} belongs to {who(e.owner)}, not you; using {fallback} instead "
+                f"{default} belongs to {who(owner)}, not you; using {fallback} instead "
                 "(set DEVSECRETS_RUNTIME_DIR to a private tmpfs directory to choose)"
             )
             return fallback
@@ -157,6 +160,16 @@ def _private_root(env: Mapping[str, str], allow_disk: bool, warn: Warn) -> Path:
         f"no tmpfs for plaintext: looked at {', '.join(looked)}",
         hint="mount a tmpfs there, or pass --allow-disk to accept plaintext on disk",
     )
+
+
+def _squatter(path: Path) -> int | None:
+    """The other user who put something that is not a directory (a file, a FIFO) at our
+    default name; None when it is ours or gone."""
+    try:
+        owner = os.lstat(path).st_uid
+    except OSError:
+        return None
+    return owner if owner != os.geteuid() else None
 
 
 def _memory_backed(path: Path) -> bool:

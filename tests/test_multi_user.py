@@ -267,3 +267,36 @@ def test_a_directory_writable_by_a_group_that_others_share_is_refused(people, pl
         lambda: str(runtime_dir.private_root({"DEVSECRETS_RUNTIME_DIR": str(private / "rt")}))
     )
     assert made == {"value": str(private / "rt")}
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "fifo"])
+def test_a_squat_that_is_not_a_directory_gets_the_private_fallback_too(people, place: Path, kind):
+    """A file, a FIFO or a symlink at /dev/shm/devsecrets-<uid> (another user's): the same
+    way out as a squatted directory, not a bare "is not a directory" with no hint."""
+    alice, mallory = people
+    default = Path("/dev/shm") / f"devsecrets-{alice.uid}"
+    cache = owned_dir(Path(f"{place}-cache"), alice)
+    loot = owned_dir(Path(f"{place}-loot"), mallory, 0o777)
+    make = {
+        "file": lambda: default.write_bytes(b""),
+        "symlink": lambda: os.symlink(loot, default),
+        "fifo": lambda: os.mkfifo(default),
+    }[kind]
+    try:
+        assert "error" not in mallory.do(make)
+        lines: list[str] = []
+
+        def claim() -> str:
+            return str(runtime_dir.private_root({"XDG_CACHE_HOME": str(cache)}, warn=lines.append))
+
+        outcome = alice.do(lambda: [claim(), claim(), lines])
+        assert "error" not in outcome, outcome
+        first, second, warned = outcome["value"]
+        assert first == second
+        assert Path(first).name.startswith(f"devsecrets-{alice.uid}-")
+        assert f"{default} belongs to {mallory.name}" in warned[0]
+        assert list(loot.iterdir()) == []
+        shutil.rmtree(first)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            default.unlink()
