@@ -22,6 +22,12 @@ Scenarios (each trial starts from a fresh copy of a store; no secret value is ev
                 `up` and of `watch`, at a random moment: afterwards (after `down` for up/watch,
                 and for KILL after the next command's cleanup) no file under the runtime root or
                 the project holds the value.
+  users-*       attacks by another local user, run as root with throwaway accounts (`useradd`,
+                removed afterwards), as tests/test_multi_user.py does: squatting the default
+                runtime dir (users-squat), reading or claiming a user's runtime dir
+                (users-read), swapping a component of root's runtime path for a symlink while
+                root uses it (users-swap), root with another user's XDG_RUNTIME_DIR, as
+                `sudo -E` keeps it (users-sudo-e). Skipped (reported) when not root.
 Needs: the repository on PYTHONPATH (run from its root); Docker and the image in BENCH_IMAGE
 (default devsecrets-test-busybox) for the up/watch signal trials, else they are reported skipped.
 """
@@ -36,6 +42,7 @@ import random  # timing of faults, not secrets
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -613,6 +620,361 @@ def stack_signal_scenario(
     return result
 
 
+# -- other local users (root, throwaway accounts) ------------------------------------------------
+
+
+class Person:
+    """A throwaway local user; `do` runs a function in a forked child that has become them
+    (as tests/test_multi_user.py does: the interpreter and devsecrets are already loaded, so
+    the user needs no access to them)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout)
+        self.gid = int(subprocess.run(["id", "-g", name], capture_output=True, text=True).stdout)
+
+    def do(self, action: Any) -> dict[str, Any]:
+        import json
+        import traceback
+
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read)
+            try:
+                os.setgroups([])
+                os.setgid(self.gid)
+                os.setuid(self.uid)
+                result: dict[str, Any] = {"value": action()}
+            except DevsecretsError as e:
+                result = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
+            except OSError as e:
+                result = {"error": "OSError", "errno": e.errno}
+            except BaseException:  # noqa: BLE001 - reported to the parent
+                result = {"error": "crash", "message": traceback.format_exc()}
+            os.write(write, json.dumps(result, default=str).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(pid, 0)
+        return json.loads(data)
+
+
+@contextlib.contextmanager
+def throwaway_users(count: int) -> Any:
+    tag = os.urandom(3).hex()
+    names = [f"dsr{tag}{i}" for i in range(count)]
+    try:
+        for name in names:
+            subprocess.run(
+                ["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", name],
+                check=True,
+                capture_output=True,
+            )
+        yield [Person(n) for n in names]
+    finally:
+        for name in names:
+            subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+def _users_skip(result: Result) -> bool:
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        result.notes.append("skipped: needs root and useradd (throwaway users)")
+        return True
+    return False
+
+
+def _owned_dir(path: Path, person: Person, mode: int = 0o700) -> Path:
+    path.mkdir(mode=mode)
+    os.chmod(path, mode)
+    os.chown(path, person.uid, person.gid)
+    return path
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+
+
+def _materialize(env: dict[str, str], warnings: list[str]) -> str:
+    """As a user: the runtime root for `env`, a project dir in it holding the canary, checked
+    by fstat; returns the root."""
+    import stat as st
+
+    from devsecrets import runtime_dir
+
+    root = runtime_dir.private_root(env, warn=warnings.append)
+    held = runtime_dir.hold(root / "shop")
+    fd = runtime_dir.open_dir(root / "shop")
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or st.S_IMODE(info.st_mode) != 0o700:
+            raise AssertionError(f"project dir owned by {info.st_uid}, mode {info.st_mode:o}")
+        runtime_dir.write_file(fd, "db_password", MU_CANARY)
+    finally:
+        os.close(fd)
+        held.release()
+    return str(root)
+
+
+MU_CANARY = f"{CANARY}multiuser-{os.urandom(3).hex()}".encode()
+
+
+def _one_line_refusal(outcome: dict[str, Any]) -> bool:
+    return outcome.get("error") not in (None, "crash") and "\n" not in outcome.get("message", "")
+
+
+def squat_scenario(trials: int) -> Result:
+    """Another user makes /dev/shm/devsecrets-<uid> first (a 0777 or 0700 directory, a
+    symlink to their own directory, a file). The victim's commands must either use a private
+    directory of their own (one warning naming the squatter; the same one found again) or
+    refuse in one line; nothing may land in the squatter's reach."""
+    result = Result(
+        "users-squat",
+        "another user squats the default runtime dir (0777/0700 dir, symlink, file)",
+    )
+    if _users_skip(result):
+        return result
+    kinds = ["dir 0777", "dir 0700", "symlink", "file"]
+    outcomes = {"fallback": 0, "refused": 0}
+    with throwaway_users(2) as (alice, mallory):
+        default = Path(f"/dev/shm/devsecrets-{alice.uid}")  # noqa: S108
+        tag = os.urandom(3).hex()
+        cache = _owned_dir(Path(tempfile.gettempdir()) / f"dsrel-cache-{tag}", alice)
+        loot = _owned_dir(Path(f"/dev/shm/dsrel-loot-{tag}"), mallory, 0o777)  # noqa: S108
+        try:
+            for trial in range(trials):
+                kind = kinds[trial % len(kinds)]
+
+                def squat(kind: str = kind) -> None:
+                    if kind == "symlink":
+                        os.symlink(loot, default)
+                    elif kind == "file":
+                        Path(default).write_bytes(b"")
+                    else:
+                        mode = 0o777 if kind == "dir 0777" else 0o700
+                        os.mkdir(default, mode)
+                        os.chmod(default, mode)
+
+                if "error" in mallory.do(squat):
+                    result.fail(f"{kind}: the squat itself failed")
+                    continue
+
+                def twice() -> list[Any]:
+                    warnings: list[str] = []
+                    env = {"XDG_CACHE_HOME": str(cache)}
+                    first = _materialize(env, warnings)
+                    second = _materialize(env, warnings)
+                    return [first, second, warnings]
+
+                outcome = alice.do(twice)
+                result.trials += 1
+                if "value" in outcome:
+                    first, second, warnings = outcome["value"]
+                    outcomes["fallback"] += 1
+                    if first != second:
+                        result.fail(f"{kind}: a second command did not find the fallback")
+                    if Path(first) == default or Path(first).resolve().is_relative_to(loot):
+                        result.fail(f"{kind}: used the squatted path")
+                    if not warnings or mallory.name not in warnings[0]:
+                        result.fail(f"{kind}: no line naming the squatter")
+                    info = os.lstat(first)
+                    if info.st_uid != alice.uid or stat.S_IMODE(info.st_mode) != 0o700:
+                        result.fail(f"{kind}: fallback not a private directory of the user")
+                    _remove(Path(first))
+                elif _one_line_refusal(outcome):
+                    outcomes["refused"] += 1
+                    message = f"{outcome.get('message')} {outcome.get('hint')}"
+                    if mallory.name not in message and "DEVSECRETS_RUNTIME_DIR" not in message:
+                        result.fail(f"{kind}: refused without naming the squatter or a way out")
+                else:
+                    result.fail(f"{kind}: {outcome.get('error')}")
+                if plaintext_files([loot, default], [MU_CANARY]) or any(loot.iterdir()):
+                    result.fail(f"{kind}: something landed in the squatter's reach")
+                _remove(default)
+        finally:
+            _remove(default)
+            _remove(loot)
+            _remove(cache)
+    result.notes.append(
+        f"{outcomes['fallback']} used a private fallback (one warning naming the squatter), "
+        f"{outcomes['refused']} refused in one line"
+    )
+    return result
+
+
+def read_scenario(trials: int) -> Result:
+    """A user's runtime dir holds a value; another user tries to list it, read the file by its
+    path, list the project dir, and claim the same root for themselves. Each attempt is a
+    trial; any that succeeds is a failure."""
+    result = Result("users-read", "another user reads or reuses a user's runtime dir")
+    if _users_skip(result):
+        return result
+    from devsecrets import runtime_dir
+
+    with throwaway_users(2) as (alice, mallory):
+        given = Path(f"/dev/shm/dsrel-read-{os.urandom(3).hex()}")  # noqa: S108
+        try:
+            for _ in range(trials):
+                made = alice.do(lambda: _materialize({"DEVSECRETS_RUNTIME_DIR": str(given)}, []))
+                if "value" not in made:
+                    result.fail(f"the user's own materialize failed: {made.get('error')}")
+                    continue
+                root = Path(made["value"])
+                attempts = {
+                    "list the root": lambda root=root: os.listdir(root),
+                    "read the value": lambda root=root: (root / "shop/db_password").read_bytes(),
+                    "list the project": lambda root=root: os.listdir(root / "shop"),
+                    "claim the root": lambda: str(
+                        runtime_dir.private_root({"DEVSECRETS_RUNTIME_DIR": str(given)})
+                    ),
+                }
+                for what, attempt in attempts.items():
+                    result.trials += 1
+                    outcome = mallory.do(attempt)
+                    if "value" in outcome or outcome.get("error") == "crash":
+                        result.fail(f"{what}: {'succeeded' if 'value' in outcome else 'crashed'}")
+                    if MU_CANARY.decode() in json_dump(outcome):
+                        result.fail(f"{what}: the value reached the other user")
+                _remove(given)
+        finally:
+            _remove(given)
+    return result
+
+
+def json_dump(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)
+
+
+def swap_scenario(seconds: float) -> Result:
+    """root makes its runtime dir under a path in sticky /dev/shm, writes a value and wipes it,
+    again and again, while another user swaps a component of that path between absent and a
+    symlink to their own directory as fast as they can. Each of root's attempts is a trial:
+    it must work in a directory root owns (0700) or be refused in one line, and nothing may
+    ever land in the other user's directory."""
+    result = Result(
+        "users-swap",
+        "symlink swaps of a runtime-root component while root uses it (sticky /dev/shm)",
+    )
+    if _users_skip(result):
+        return result
+    from devsecrets import runtime_dir
+
+    outcomes = {"used": 0, "refused": 0}
+    with throwaway_users(1) as (mallory,):
+        tag = os.urandom(3).hex()
+        loot = _owned_dir(Path(f"/dev/shm/dsrel-loot-{tag}"), mallory, 0o777)  # noqa: S108
+        race = Path(f"/dev/shm/dsrel-race-{tag}")  # noqa: S108
+        deadline = time.time() + seconds
+        swaps = 0
+
+        def swap() -> int:
+            count = 0
+            while time.time() < deadline:
+                try:
+                    os.symlink(loot, race)
+                    os.unlink(race)
+                    count += 1
+                except OSError:
+                    time.sleep(0)
+            return count
+
+        read, write = os.pipe()
+        attacker = os.fork()
+        if attacker == 0:  # the child: reports mallory's swap count
+            os.close(read)
+            os.write(write, str(mallory.do(swap).get("value", -1)).encode())
+            os._exit(0)
+        os.close(write)
+        try:
+            while time.time() < deadline:
+                result.trials += 1
+                try:
+                    root = runtime_dir.private_root({"DEVSECRETS_RUNTIME_DIR": str(race / "rt")})
+                    held = runtime_dir.hold(root / "p")
+                    fd = runtime_dir.open_dir(root / "p")
+                    try:
+                        info = os.fstat(fd)
+                        if (info.st_uid, stat.S_IMODE(info.st_mode)) != (0, 0o700):
+                            result.fail("used a directory root does not own privately")
+                        runtime_dir.write_file(fd, "value", MU_CANARY)
+                    finally:
+                        os.close(fd)
+                        held.release()
+                    runtime_dir.wipe(root / "p")
+                    outcomes["used"] += 1
+                except DevsecretsError as e:
+                    outcomes["refused"] += 1
+                    if "\n" in e.message:
+                        result.fail("a refusal of more than one line")
+                except Exception as e:  # noqa: BLE001 - counted as a failure
+                    result.fail(f"crash: {type(e).__name__}")
+                with contextlib.suppress(FileNotFoundError):
+                    info = os.lstat(race)
+                    if stat.S_ISDIR(info.st_mode) and info.st_uid == 0:  # ours: race again
+                        shutil.rmtree(race)
+            with os.fdopen(read, "rb") as pipe:
+                swaps = int(pipe.read() or b"-1")
+        finally:
+            os.waitpid(attacker, 0)
+            if any(loot.rglob("*")):
+                result.fail("something landed in the other user's directory")
+            _remove(race)
+            _remove(loot)
+    result.notes.append(
+        f"{outcomes['used']} used a root-owned 0700 dir, {outcomes['refused']} refused in one "
+        f"line, against {swaps} swaps by the other user in {seconds:.0f} s"
+    )
+    return result
+
+
+def sudo_e_scenario(trials: int) -> Result:
+    """root with another user's XDG_RUNTIME_DIR (as `sudo -E` keeps it), where that user put a
+    symlink to their own directory, a 0777 directory, or nothing at `devsecrets`: refused in
+    one line naming the owner, nothing written there."""
+    result = Result(
+        "users-sudo-e", "root with another user's XDG_RUNTIME_DIR (`sudo -E`): symlink/dir/absent"
+    )
+    if _users_skip(result):
+        return result
+    from devsecrets import runtime_dir
+
+    kinds = ["symlink", "dir 0777", "absent"]
+    with throwaway_users(1) as (mallory,):
+        tag = os.urandom(3).hex()
+        xdg = _owned_dir(Path(f"/dev/shm/dsrel-xdg-{tag}"), mallory)  # noqa: S108
+        loot = _owned_dir(Path(f"/dev/shm/dsrel-loot-{tag}"), mallory, 0o777)  # noqa: S108
+        try:
+            for trial in range(trials):
+                kind = kinds[trial % len(kinds)]
+                _remove(xdg / "devsecrets")
+                if kind == "symlink":
+                    mallory.do(lambda: os.symlink(loot, xdg / "devsecrets"))
+                elif kind == "dir 0777":
+                    mallory.do(lambda: os.mkdir(xdg / "devsecrets", 0o777))
+                result.trials += 1
+                try:
+                    root = runtime_dir.private_root({"XDG_RUNTIME_DIR": str(xdg)})
+                    result.fail(f"{kind}: used {root}")
+                except DevsecretsError as e:
+                    if "\n" in e.message or mallory.name not in e.message:
+                        result.fail(f"{kind}: refusal not one line naming the owner")
+                except Exception as e:  # noqa: BLE001 - counted as a failure
+                    result.fail(f"{kind}: crash: {type(e).__name__}")
+                if any(loot.rglob("*")) or any((xdg / "devsecrets").glob("*")):
+                    result.fail(f"{kind}: something written in the other user's directories")
+        finally:
+            _remove(xdg)
+            _remove(loot)
+    return result
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -708,6 +1070,8 @@ def main() -> int:
     parser.add_argument(
         "--signal-trials", type=int, default=10, help="per signal, for each of edit/up/watch"
     )
+    parser.add_argument("--user-trials", type=int, default=40, help="per other-user scenario")
+    parser.add_argument("--swap-seconds", type=float, default=10.0, help="the symlink-swap race")
     args = parser.parse_args()
     random.seed(args.seed)
     quick = args.quick
@@ -759,6 +1123,16 @@ def main() -> int:
                         stack_signal_scenario(sig_team, command, count, image, group=group)
                     )
                     report(results)
+        users = 4 if quick else args.user_trials
+        for name, scenario in (
+            ("users-squat", lambda: squat_scenario(users)),
+            ("users-read", lambda: read_scenario(max(users // 4, 1))),
+            ("users-swap", lambda: swap_scenario(1.0 if quick else args.swap_seconds)),
+            ("users-sudo-e", lambda: sudo_e_scenario(users)),
+        ):
+            if wanted(name):
+                results.append(scenario())
+                report(results)
         _cleanup_runtime(base)
     write_report(results, args.out, sys.argv[1:], time.monotonic() - started)
     bad = [r for r in results if (r.failures > 0) != r.expect_failures]
