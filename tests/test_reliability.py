@@ -4,6 +4,7 @@ writes RELIABILITY.md). The concurrent-writer check is shown to fail when the lo
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 import tempfile
@@ -77,3 +78,32 @@ def test_report_lists_every_scenario(rel, tmp_path):
     text = out.read_text()
     assert "| kill-set | x | 3 | 0 | 0 |" in text
     assert "| bytes | y | 9 | 0 | 0 |" in text
+
+
+def test_a_newer_run_supersedes_a_scenarios_rows_and_keeps_the_others(rel, tmp_path):
+    out = tmp_path / "RELIABILITY.md"
+    old = [rel.Result("signals-up", "x", trials=10, failures=2, notes=["hung"])]
+    old.append(rel.Result("bytes", "y", trials=9))
+    rel.write_report(old, out, ["--only", "signals", "bytes"], 60.0)
+    text = (
+        out.read_text().replace("<!-- run ", "<!-- run old").replace("<!-- /run ", "<!-- /run old")
+    )
+    out.write_text(text)  # as if written by another process
+    rel.write_report([rel.Result("signals-up", "x", trials=50)], out, ["--only", "signals"], 60.0)
+    text = out.read_text()
+    assert "| signals-up | x | 50 | 0 | 0 |" in text
+    assert "| signals-up | x | 10 | 2 | 0 |" not in text and "hung" not in text
+    assert "| bytes | y | 9 | 0 | 0 |" in text  # the older run's other scenario stays
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates throwaway users: needs root")
+def test_the_other_user_scenarios_find_nothing(rel):
+    if not (os.environ.get("CI") == "true" or os.environ.get("DEVSECRETS_TEST_USERS") == "1"):
+        pytest.skip("creates throwaway users: only in CI or with DEVSECRETS_TEST_USERS=1")
+    for result in (
+        rel.squat_scenario(4),
+        rel.read_scenario(1),
+        rel.swap_scenario(1.0),
+        rel.sudo_e_scenario(3),
+    ):
+        assert result.trials > 0 and result.failures == 0, (result.name, result.notes)
