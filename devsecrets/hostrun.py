@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from devsecrets import fdpath, runtime_dir
 from devsecrets.errors import DevsecretsError, MaterializeError, UsageProblem
-from devsecrets.process import wait_forwarding
+from devsecrets.process import run_forwarding
 
 if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
@@ -100,18 +100,17 @@ def run(
     variables = variables_for(list(values))
     with secret_files(root, values) as paths:
         child_env = {**env, **{variables[n]: str(p) for n, p in paths.items()}}
-        try:
-            child = subprocess.Popen(list(command), env=child_env, cwd=cwd)  # noqa: S603
-        except OSError as e:
-            raise RunError(f"could not run {command[0]!r}: {e.strerror}") from e
-        return _wait(child)
 
+        def start() -> subprocess.Popen[bytes]:
+            try:
+                return subprocess.Popen(list(command), env=child_env, cwd=cwd)  # noqa: S603
+            except OSError as e:
+                raise RunError(f"could not run {command[0]!r}: {e.strerror}") from e
 
-def _wait(child: subprocess.Popen[bytes]) -> int:
-    """Wait for the child, forwarding signals (`process.wait_forwarding`), so our cleanup
-    runs after it has stopped; 128+N when a signal N killed it, as a shell reports it."""
-    code = wait_forwarding(child)
-    return 128 - code if code < 0 else code
+        # forwarding signals (`process.run_forwarding`), so our cleanup runs after it stopped;
+        # 128+N when a signal N killed it, as a shell reports it
+        code = run_forwarding(start)
+        return 128 - code if code < 0 else code
 
 
 def stack_secrets(

@@ -128,24 +128,25 @@ def run_editor(argv: Sequence[str]) -> int:
     without us (it would outlive the copy it edits and hold our stderr open): the signals are
     blocked around the spawn, so when one is delivered we know the pid and stop the child on
     the way out. The child starts with an empty signal mask and default SIGPIPE."""
+    pid: int | None = None
+    reaped = False
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        pid = os.posix_spawnp(
-            argv[0],
-            list(argv),
-            os.environ,
-            setsigmask=(),
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-        )
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # a pending signal fires here
-    reaped = False
-    try:
+        try:
+            pid = os.posix_spawnp(
+                argv[0],
+                list(argv),
+                os.environ,
+                setsigmask=(),
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        finally:  # a signal that came meanwhile fires here: the pid is known, the outer
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # finally stops it
         _, status = os.waitpid(pid, 0)
         reaped = True
         return os.waitstatus_to_exitcode(status)
     finally:
-        if not reaped:
+        if pid is not None and not reaped:
             _stop_child(pid)
 
 
@@ -165,6 +166,18 @@ def _stop_child(pid: int) -> None:
 
 
 Stopper = Callable[[], None]
+
+
+def run_forwarding(start: Callable[[], subprocess.Popen[bytes]]) -> int:
+    """`start()` a foreground child (`run`'s command) and wait for it as `wait_forwarding`
+    does. The signals are ours before it starts: one that comes while it starts is passed on
+    once it runs (it never runs on without us)."""
+    came: list[int] = []
+    with on_stop(lambda signum, first: came.append(signum)):
+        child = start()
+        for signum in came:
+            child.send_signal(signum)
+        return wait_forwarding(child)
 
 
 def wait_forwarding(

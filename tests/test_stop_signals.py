@@ -85,6 +85,51 @@ def test_a_stop_signal_ends_the_wait_and_a_second_cannot_cut_the_cleanup_short(s
     assert proc.returncode == 128 + signum, err.decode()
 
 
+SPAWN_RACE = """
+import os, signal, subprocess, sys, time
+from devsecrets import hostrun, process
+spawned = []
+def signalled(start):
+    def wrapper(*args, **kwargs):
+        child = start(*args, **kwargs)
+        spawned.append(child if isinstance(child, int) else child.pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # lands while the child is being started
+        return child
+    return wrapper
+if sys.argv[1] == "editor":
+    os.posix_spawnp = signalled(os.posix_spawnp)
+    start = lambda: process.run_editor(["sleep", "30"])
+else:
+    hostrun.subprocess.Popen = signalled(subprocess.Popen)
+    start = lambda: hostrun.run(["sleep", "30"], {}, os.environ, ".", hostrun.Path(sys.argv[2]))
+try:
+    with process.plaintext_guard():
+        code = start()
+except KeyboardInterrupt:
+    code = "interrupted"
+time.sleep(0.2)
+alive = os.path.exists(f"/proc/{spawned[0]}") and "zombie" not in open(f"/proc/{spawned[0]}/status").read()
+if alive:
+    os.kill(spawned[0], signal.SIGKILL)
+print(code, "child left running" if alive else "child stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("what", ["editor", "run"])
+def test_a_signal_while_the_child_starts_never_leaves_it_running(what, tmp_path, runtime_dir):
+    """The signal comes between the spawn and the wait: the editor or `run`'s command is
+    stopped, not left running on its own (it would hold our stderr and outlive the wipe)."""
+    root = runtime_dir
+    root.mkdir(mode=0o700)
+    proc = subprocess.run(
+        [sys.executable, "-c", SPAWN_RACE, what, str(root)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stdout.decode().split()[-2:] == ["child", "stopped"], proc.stderr.decode()
+
+
 # -- edit and run (no engine) -------------------------------------------------------------------
 
 
