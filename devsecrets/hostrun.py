@@ -59,12 +59,13 @@ def secret_files(root: Path, values: Mapping[str, bytes]) -> Iterator[dict[str, 
     """A private directory under `root` holding one 0400 file per value; removed on exit.
 
     The directory is one of `runtime_dir`'s scratch dirs: made and marked ours, locked for
-    as long as the command runs (so the stale cleanup of a later run skips it), every file
-    created relative to its descriptor, overwritten and removed through descriptors."""
+    as long as the command runs, every file created relative to its descriptor, overwritten
+    and removed through descriptors. Making it first removes the `run-*` directories that
+    no live run holds (left by a SIGKILLed run): marked ones only, through descriptors,
+    never following a symlink."""
     for name in values:
         if not _FILE_NAME.fullmatch(name):
             raise MaterializeError(f"secret {name!r} cannot be a file name in the run directory")
-    clean_stale(root)
     with runtime_dir.scratch_dir(root, PREFIX) as (directory, dir_fd):
         paths = {}
         for name, value in values.items():
@@ -80,13 +81,6 @@ def _write(dir_fd: int, name: str, value: bytes, mode: int) -> None:
     fd = os.open(name, fdpath.NEW_FILE, mode, dir_fd=dir_fd)
     with os.fdopen(fd, "wb") as out:
         out.write(value)
-
-
-def clean_stale(root: Path) -> list[str]:
-    """Remove the run directories of runs that were killed: our marked `run-*` directories
-    that no live run holds locked (`runtime_dir.clean_stale`: through descriptors, never a
-    symlink, never a directory without our marker)."""
-    return runtime_dir.clean_stale(root, "", lambda name, _state: name.startswith(PREFIX))
 
 
 def run(

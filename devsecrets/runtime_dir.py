@@ -434,12 +434,14 @@ def _clean_one(root_fd: int, name: str, is_stale: IsStale) -> bool:
 @contextlib.contextmanager
 def scratch_dir(root: Path, prefix: str) -> Iterator[tuple[Path, int]]:
     """A new private directory of ours in `root`, locked exclusively while in use, removed
-    (with its content overwritten first) at the end. Yields its path and fd."""
+    (with its content overwritten first) at the end. Yields its path and fd. Those of the
+    same `prefix` that no process holds any more (a SIGKILLed edit or run) go first."""
     try:
         root_fd = open_dir(root)
     except OSError as e:
         raise TmpfsError(f"cannot open {root}: {e.strerror}") from e
     try:
+        clean_scratch(root_fd, prefix)
         while True:
             name = f"{prefix}{_random.token_hex(6)}"
             try:
@@ -460,3 +462,29 @@ def scratch_dir(root: Path, prefix: str) -> Iterator[tuple[Path, int]]:
             os.close(fd)
     finally:
         os.close(root_fd)
+
+
+def clean_scratch(root_fd: int, prefix: str) -> list[str]:
+    """Remove our `prefix*` scratch dirs in `root_fd` that nobody holds locked, their files
+    overwritten first (they may hold plaintext). Returns the names removed."""
+    if not is_owned(root_fd):
+        return []
+    removed = []
+    for name in sorted(os.listdir(root_fd)):
+        if not name.startswith(prefix):
+            continue
+        with contextlib.suppress(OSError):
+            fd = fdpath.open_child(root_fd, name)
+            try:
+                lock = _lock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) if is_owned(fd) else None
+                if lock is None:
+                    continue  # not ours, or a live edit/run holds it
+                try:
+                    fdpath.shred_all(fd)
+                    if _remove(root_fd, name):
+                        removed.append(name)
+                finally:
+                    os.close(lock)
+            finally:
+                os.close(fd)
+    return removed

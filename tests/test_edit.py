@@ -318,3 +318,37 @@ def test_on_a_terminal_a_concurrent_change_offers_to_reopen_on_the_new_value(
     assert "changed in the store while you were editing" in err.decode()
     assert seen.read_bytes() == b"originaltheirs"
     assert alice.run("get", "x").stdout == b"merged"
+
+
+def test_a_copy_left_by_a_killed_edit_is_removed_by_the_next_edit(alice: User, tmp_path: Path):
+    """SIGKILL leaves the plaintext copy behind (nothing can run then); the next edit in the
+    same runtime root overwrites and removes it, and leaves a live edit's copy alone."""
+    alice.run("set", "x", input=CANARY)
+    started = []
+    for role in ("live", "killed"):
+        logs = tmp_path / role
+        logs.mkdir()
+        env = {**alice.subprocess_env(), **editor(logs, "exec sleep 60")}
+        proc = subprocess.Popen(
+            [*devsecrets_cmd(), "--store", str(alice.store), "edit", "x"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # killpg reaches its editor too
+        )
+        wait_for_lines(logs / "editor.log")
+        started.append((proc, Path(logged(logs)[0])))
+    (live, live_copy), (killed, left) = started
+    try:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=20)
+        assert left.read_bytes() == CANARY
+        quick = tmp_path / "quick"
+        quick.mkdir()
+        assert alice.run("edit", "x", env=editor(quick, 'printf new > "$1"')).exit_code == 0
+        assert not left.parent.exists()
+        assert live_copy.read_bytes() == CANARY  # still being edited: untouched
+    finally:
+        os.killpg(live.pid, signal.SIGTERM)
+        live.wait(timeout=20)
+    assert not live_copy.parent.exists()
