@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,7 +144,7 @@ _trees = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(_texts, _trees, max_size=4))
 def test_the_fast_override_text_is_pyyamls_or_pyyaml_writes_it(tree):
     """`to_yaml` writes the common override itself: byte for byte what yaml.dump writes."""
