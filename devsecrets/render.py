@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from devsecrets.layout import Layout
 from devsecrets.stack import SECRETS_DIR
 
@@ -23,16 +21,20 @@ class OverrideMap(dict[str, Any]):
     """A mapping compose must take as-is instead of merging (`!override`)."""
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
+def _pyyaml(escaped: dict[str, Any]) -> str:
+    """The override's text by PyYAML (imported only here: `up` and `render` rarely need it)."""
+    import yaml
 
+    class Dumper(yaml.SafeDumper):
+        pass
 
-_Dumper.add_representer(
-    Override, lambda dumper, data: dumper.represent_sequence("!override", list(data))
-)
-_Dumper.add_representer(
-    OverrideMap, lambda dumper, data: dumper.represent_mapping("!override", dict(data))
-)
+    Dumper.add_representer(
+        Override, lambda dumper, data: dumper.represent_sequence("!override", list(data))
+    )
+    Dumper.add_representer(
+        OverrideMap, lambda dumper, data: dumper.represent_mapping("!override", dict(data))
+    )
+    return yaml.dump(escaped, Dumper=Dumper, sort_keys=False, default_flow_style=False)
 
 
 def render(layout: Layout, project_dir: Path, build_root: Path | None = None) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def to_yaml(override: dict[str, Any]) -> str:
     fast = fast_text(escaped)  # PyYAML's own text, many times faster (1,000 secrets: render)
     if fast is not None:
         return header + fast
-    return header + yaml.dump(escaped, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return header + _pyyaml(escaped)
 
 
 def fast_text(escaped: dict[str, Any]) -> str | None:
@@ -92,7 +94,8 @@ def fast_text(escaped: dict[str, Any]) -> str | None:
 
 # The text `yaml.dump` above writes, for the common override: str keys, plain strings that
 # PyYAML writes unquoted, bools, ints, lists of those or of mappings. None for anything else
-# (then PyYAML writes it); tests/test_layout_render.py compares the two on generated trees.
+# (then PyYAML writes it: `_pyyaml`); tests/test_layout_render.py compares the two on
+# generated trees.
 _PLAIN_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_/")
 _PLAIN = _PLAIN_START | frozenset("0123456789.-")
 _RESERVED = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})

@@ -151,9 +151,7 @@ def test_the_fast_override_text_is_pyyamls_or_pyyaml_writes_it(tree):
     from devsecrets import render as rendering
 
     escaped = rendering._escape(tree)
-    expected = yaml.dump(
-        escaped, Dumper=rendering._Dumper, sort_keys=False, default_flow_style=False
-    )
+    expected = rendering._pyyaml(escaped)
     fast = rendering.fast_text(escaped)
     if fast is not None:
         assert fast == expected
