@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -54,8 +55,14 @@ def prestart(args: Sequence[str]) -> None:
         argv = compose.build_argv(project, None, ["config", "--format", "json"])
         if likely[0][:1] == ["docker"]:
             _start(ENGINE_CHECK, env, cwd)  # `compose.check_engine`, also ~100 ms
-        if _lookup(_cache_key(argv, env, cwd, project.files), _root(env)) is None:
+        root = _root(env)
+        cached = _lookup(_cache_key(argv, env, cwd, project.files), root)
+        if cached is None:
             _start(argv, env, cwd)
+        if likely[0][:1] == ["docker"] and root is not None:
+            from devsecrets import engine_prestart
+
+            engine_prestart.start(args, env, root, cached)  # the mode probe, maybe the helper
     except Exception:  # noqa: BLE001, S110 - only a head start: the command runs compose itself
         pass
 
@@ -95,6 +102,8 @@ def discard() -> None:
         _, proc = _started.popitem()
         proc.kill()
         proc.wait()
+    if "devsecrets.engine_prestart" in sys.modules:
+        sys.modules["devsecrets.engine_prestart"].discard()
 
 
 def config_output(

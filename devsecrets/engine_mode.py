@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets as _random
 import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from devsecrets import engine_prestart
 from devsecrets.errors import ComposeError, UsageProblem
 
 HOST = "host"
@@ -68,25 +68,9 @@ class Pending:
         self.has_cli = shutil.which("docker", path=env.get("PATH")) is not None
         self.marker: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
-        if self.forced is None and self.has_cli:
-            self.marker = runtime_root / f".probe-{_random.token_hex(8)}"
-            os.mkdir(self.marker, 0o700)
-            try:
-                self.proc = subprocess.Popen(
-                    [
-                        "docker", "create", "--pull", "never", "--network", "none",
-                        "--mount",
-                        f"type=bind,source={self.marker},target=/devsecrets-probe,readonly",
-                        f"devsecrets-probe-{_random.token_hex(8)}:absent",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=dict(env),
-                )  # fmt: skip
-            except OSError:
-                self._unmark()
-                raise
+        if self.forced is None and self.has_cli:  # the one `configcache.prestart` began
+            began = engine_prestart.take_probe(runtime_root, env)
+            self.marker, self.proc = began or engine_prestart.start_probe(runtime_root, env)
 
     def _unmark(self) -> None:
         if self.marker is not None:
@@ -134,6 +118,8 @@ class Pending:
                     f"the engine cannot see {runtime_root} (a VM, remote host or another mount "
                     "namespace); secrets go to a tmpfs volume inside the engine",
                 )
+        if not choice.forced and self.has_cli:  # for the next run's head start
+            engine_prestart.remember(runtime_root, self.env, choice.mode)
         if choice.mode == ENGINE:
             if not self.has_cli:
                 raise UsageProblem(

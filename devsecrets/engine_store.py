@@ -30,7 +30,6 @@ import re
 import secrets as _random
 import select
 import shlex
-import socket
 import subprocess
 import tarfile
 import time
@@ -39,17 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devsecrets import materialize, runtime_dir
+from devsecrets import engine_prestart, materialize, runtime_dir
+from devsecrets.engine_prestart import CLIENT, DEFAULT_IMAGE, IMAGE_ENV, LABEL, MOUNT, ROLE, SIZE
 from devsecrets.errors import ComposeError, DevsecretsError, MaterializeError
 from devsecrets.layout import Layout
 
-DEFAULT_IMAGE = "busybox:stable"
-IMAGE_ENV = "DEVSECRETS_HELPER_IMAGE"
-LABEL = "devsecrets.project"
-ROLE = "devsecrets.role"
-CLIENT = "devsecrets.client"
-SIZE = "devsecrets.size"
-MOUNT = "/devsecrets"  # where the helper sees the volume
 STATE_KEY = "engine"
 _TIMEOUT = 120
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a compose project name
@@ -73,16 +66,8 @@ class EngineStore:
         }
 
 
-def names(project: str) -> tuple[str, str]:
-    """The helper's name, and the prefix of its volume's (each volume gets a random suffix)."""
-    return f"devsecrets-{project}-helper", f"devsecrets-{project}-secrets"
-
-
-def client_id(root: Path) -> str:
-    """Who made a helper: this machine, user and runtime root. The stale sweep touches only
-    helpers and volumes with our id, whose runtime directory here is gone."""
-    who = f"{socket.gethostname()}\0{os.getuid()}\0{root}".encode()
-    return hashlib.sha256(who).hexdigest()[:16]
+names = engine_prestart.names
+client_id = engine_prestart.client_id
 
 
 def image(flag: str | None, env: Mapping[str, str]) -> str:
@@ -165,49 +150,58 @@ def ensure(
         )
     if found is not None:
         _docker(env, "rm", "-f", helper, check=False)
-    volume = f"{prefix}-{_random.token_hex(4)}"
+    began = engine_prestart.take_helper(project, env)  # the head start, if any
     # the project's earlier volumes (or one a crash left), listed while the helper starts
     earlier = _start(
         env, "volume", "ls", "-q",
         "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
     )  # fmt: skip
-    labels = ["--label", f"{LABEL}={project}", "--label", f"{CLIENT}={client}"]
-    mount = ",".join(
-        [
-            "type=volume", f"source={volume}", f"target={MOUNT}", "volume-driver=local",
-            f"volume-label={LABEL}={project}", f"volume-label={ROLE}=secrets",
-            f"volume-label={CLIENT}={client}",
-            "volume-opt=type=tmpfs", "volume-opt=device=tmpfs",
-            f'"volume-opt=o=size={size},mode=0755,uid=0,gid=0"',
-        ]
-    )  # fmt: skip
-    run = [
-        "run", "-d", "--name", helper, *labels, "--label", f"{ROLE}=helper",
-        "--label", f"{SIZE}={size}",
-        "--network", "none", "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "FOWNER",
-        "--read-only", "--security-opt", "no-new-privileges", "--restart", "no",
-        "--log-driver", "none", "--user", "0:0", "--mount", mount,
-        "--entrypoint", "sleep", helper_image, "2147483647",
-    ]  # fmt: skip
+    made = None
     try:
-        started = _docker(env, *run, check=False)
-        if started.returncode != 0 and b"Conflict" in started.stderr and found is None:
-            _docker(env, "rm", "-f", helper, check=False)  # a leftover by that name
-            started = _docker(env, *run, check=False)
-        if started.returncode != 0:
-            detail = started.stderr.decode(errors="replace").strip().splitlines()
-            raise ComposeError(
-                f"engine mode: docker run (helper) failed: {detail[-1] if detail else ''}"
-            )
-        made = _inspect(env, helper)
-        if made is None or made.volume != volume or not made.source.startswith("/"):
-            raise ComposeError(f"engine mode: volume {volume} has no mountpoint")
+        if began is not None:
+            if began.proc.returncode == 0 and began.size >= needed and found is None:
+                made = _inspect(env, helper)
+                if made is None or made.volume != began.volume or not made.source.startswith("/"):
+                    made = None
+            if made is None:
+                engine_prestart.remove(began, env)
+            else:
+                volume, size = began.volume, began.size
+        if made is None:
+            volume = f"{prefix}-{_random.token_hex(4)}"
+            made = _run_helper(env, project, volume, size, client, helper_image, found is None)
     finally:
         listed = _finish(earlier)
-    old = [v for v in listed.stdout.decode().split() if v != volume]
+    old = [v for v in listed.stdout.decode().split() if v != made.volume]
     if listed.returncode == 0 and old:
         _remove_volumes(env, old)
-    return EngineStore(project, helper, volume, PurePosixPath(made.source), True, size)
+    return EngineStore(project, helper, made.volume, PurePosixPath(made.source), True, size)
+
+
+def _run_helper(
+    env: Mapping[str, str],
+    project: str,
+    volume: str,
+    size: int,
+    client: str,
+    helper_image: str,
+    retry: bool,
+) -> _Helper:
+    helper, _ = names(project)
+    run = engine_prestart.run_argv(project, volume, size, client, helper_image)[1:]
+    started = _docker(env, *run, check=False)
+    if started.returncode != 0 and b"Conflict" in started.stderr and retry:
+        _docker(env, "rm", "-f", helper, check=False)  # a leftover by that name
+        started = _docker(env, *run, check=False)
+    if started.returncode != 0:
+        detail = started.stderr.decode(errors="replace").strip().splitlines()
+        raise ComposeError(
+            f"engine mode: docker run (helper) failed: {detail[-1] if detail else ''}"
+        )
+    made = _inspect(env, helper)
+    if made is None or made.volume != volume or not made.source.startswith("/"):
+        raise ComposeError(f"engine mode: volume {volume} has no mountpoint")
+    return made
 
 
 def _start(env: Mapping[str, str], *args: str) -> subprocess.Popen[bytes]:

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devsecrets import compose, engine_mode, engine_store, fastget, mask, materialize, runtime_dir
+from devsecrets import (
+    compose,
+    engine_mode,
+    engine_prestart,
+    engine_store,
+    fastget,
+    mask,
+    materialize,
+    runtime_dir,
+)
 from devsecrets.errors import DevsecretsError
 from devsecrets.layout import Layout, plan
 from devsecrets.mask import Masker
@@ -237,6 +246,7 @@ def _prepare_dir(
                 volume=record.get("volume"),  # what it holds is known only for this one
             )
         else:
+            engine_prestart.drop(env)  # started on a guess that was wrong (once per engine)
             engine_store.forget(project_dir, model.project, env)  # was engine mode before
         written = engine_store.materialize_for(project_dir, engine, layout, values, env)
         if engine is None:

@@ -5,6 +5,7 @@ beyond the size the tmpfs volume was made with."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -300,3 +301,43 @@ def test_the_write_loop_stops_at_a_failure_and_never_runs_what_follows(tmp_path:
         timeout=30,
     )
     assert out.stdout == b"ok\n" and marker.exists(), out
+
+
+def _hint(root: Path, host: str, mode: str) -> None:
+    """What the last probe said for the engine at `host` (the head start's guess)."""
+    (root / ".engine-mode.json").write_text(json.dumps({f"host:{host}": mode}))
+
+
+def test_a_head_start_on_a_wrong_guess_or_a_failed_command_leaves_no_helper(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    assert (
+        alice.run("set", "db_password", input=b"canary-" + secrets.token_hex(8).encode()).exit_code
+        == 0
+    )
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    for engine in (host, isolated):
+        env = _env(alice, engine, runtime_dir)
+        try:
+            # a first run caches compose's config (the project's name, known early next time)
+            out = devsecrets(["render", *files], cwd=alice.project, env=env)
+            assert out.returncode == 0, out.stderr.decode()
+            devsecrets(["down", *files], cwd=alice.project, env=env)
+            assert not _helpers(engine, project) and not _volumes(engine, project)
+            _hint(runtime_dir, engine, "engine")  # wrong for the first engine
+            if engine == host:  # host mode after all: the early helper is removed
+                up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+                assert up.returncode == 0, up.stderr.decode()
+                assert "devsecrets: host mode: the engine sees" in up.stderr.decode()
+            else:  # the command fails before the helper is taken: removed too
+                assert alice.run("rm", "db_password").exit_code == 0
+                up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+                assert up.returncode == 1, up.stderr.decode()
+                assert "db_password" in up.stderr.decode()
+            assert not _helpers(engine, project) and not _volumes(engine, project)
+        finally:
+            devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+            _remove_project(engine, project)

@@ -1,0 +1,270 @@
+"""Engine mode's head start: the mode probe, and the helper when engine mode is likely.
+
+`configcache.prestart` calls `start` first thing for `up` and `render`, before the CLI, the
+store and the crypto libraries are imported (bench/bench_up.py: the helper's `docker run` is
+the largest cost engine mode adds to `up`). Two things may start:
+
+- The probe (`engine_mode`): `docker create` binding a fresh directory of the runtime root,
+  unless a mode is forced. `engine_mode.start` takes it over when the root and the
+  environment are the same; otherwise it is killed and its directory removed (`discard`).
+- The helper (`engine_store.ensure`), when engine mode is forced or was the last probe's
+  answer for this engine (`ANSWERS`, in the runtime root), the compose project's name is
+  known (from the cached `compose config`) and the project has no runtime directory yet.
+  `ensure` takes it over if it fits; otherwise it is removed with its (empty) volume, and so
+  is one nobody took (host mode after all, or the command failed first) when the command
+  ends (`discard`).
+Nothing here holds a value: the helper's tmpfs is empty until `engine_store` writes to it.
+Imports only the standard library (it runs before everything else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets as _random
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ANSWERS = ".engine-mode.json"  # in the runtime root: {engine key: "host" | "engine"}
+LABEL = "devsecrets.project"
+ROLE = "devsecrets.role"
+CLIENT = "devsecrets.client"
+SIZE = "devsecrets.size"
+MOUNT = "/devsecrets"  # where the helper sees the volume
+DEFAULT_IMAGE = "busybox:stable"
+IMAGE_ENV = "DEVSECRETS_HELPER_IMAGE"
+MODE_ENV = "DEVSECRETS_ENGINE_MODE"
+MIN_SIZE = 16 << 20
+
+
+def client_id(root: Path) -> str:
+    """Who made a helper: this machine, user and runtime root. The stale sweep touches only
+    helpers and volumes with our id, whose runtime directory here is gone."""
+    who = f"{socket.gethostname()}\0{os.getuid()}\0{root}".encode()
+    return hashlib.sha256(who).hexdigest()[:16]
+
+
+def names(project: str) -> tuple[str, str]:
+    """The helper's name, and the prefix of its volume's (each volume gets a random suffix)."""
+    return f"devsecrets-{project}-helper", f"devsecrets-{project}-secrets"
+
+
+def run_argv(project: str, volume: str, size: int, client: str, image: str) -> list[str]:
+    """`docker run` for the project's helper, which also creates its tmpfs volume."""
+    helper, _ = names(project)
+    labels = ["--label", f"{LABEL}={project}", "--label", f"{CLIENT}={client}"]
+    mount = ",".join(
+        [
+            "type=volume", f"source={volume}", f"target={MOUNT}", "volume-driver=local",
+            f"volume-label={LABEL}={project}", f"volume-label={ROLE}=secrets",
+            f"volume-label={CLIENT}={client}",
+            "volume-opt=type=tmpfs", "volume-opt=device=tmpfs",
+            f'"volume-opt=o=size={size},mode=0755,uid=0,gid=0"',
+        ]
+    )  # fmt: skip
+    return [
+        "docker", "run", "-d", "--name", helper, *labels, "--label", f"{ROLE}=helper",
+        "--label", f"{SIZE}={size}",
+        "--network", "none", "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "FOWNER",
+        "--read-only", "--security-opt", "no-new-privileges", "--restart", "no",
+        "--log-driver", "none", "--user", "0:0", "--mount", mount,
+        "--entrypoint", "sleep", image, "2147483647",
+    ]  # fmt: skip
+
+
+def engine_key(env: Mapping[str, str]) -> str:
+    """Which engine the docker CLI talks to, as far as the environment says."""
+    if env.get("DOCKER_HOST"):
+        return f"host:{env['DOCKER_HOST']}"
+    if env.get("DOCKER_CONTEXT"):
+        return f"context:{env['DOCKER_CONTEXT']}"
+    config = Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME", "/")) / ".docker")
+    try:
+        current = json.loads((config / "config.json").read_text()).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    return f"context:{current or 'default'}"
+
+
+def _env_key(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(env.items()))
+
+
+@dataclass
+class Probe:
+    root: Path
+    env: tuple[tuple[str, str], ...]
+    marker: Path
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class Helper:
+    root: Path
+    env: tuple[tuple[str, str], ...]
+    project: str
+    volume: str
+    size: int
+    proc: subprocess.Popen[bytes]
+
+
+_probe: Probe | None = None
+_helper: Helper | None = None
+
+
+def start_probe(root: Path, env: Mapping[str, str]) -> tuple[Path, subprocess.Popen[bytes]]:
+    """The probe (see engine_mode): a fresh directory in `root` and `docker create` binding it."""
+    marker = root / f".probe-{_random.token_hex(8)}"
+    os.mkdir(marker, 0o700)
+    try:
+        proc = subprocess.Popen(
+            [
+                "docker", "create", "--pull", "never", "--network", "none",
+                "--mount", f"type=bind,source={marker},target=/devsecrets-probe,readonly",
+                f"devsecrets-probe-{_random.token_hex(8)}:absent",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+        )  # fmt: skip
+    except OSError:
+        os.rmdir(marker)
+        raise
+    return marker, proc
+
+
+def _flag(args: Sequence[str], name: str) -> str | None:
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def start(args: Sequence[str], env: Mapping[str, str], root: Path, config: bytes | None) -> None:
+    """Start the probe and, when engine mode is likely, the helper (see the module doc).
+    `config` is the cached `compose config` output, if any. Never raises."""
+    global _probe, _helper
+    with contextlib.suppress(Exception):
+        mode = _flag(args, "--engine-mode") or env.get(MODE_ENV) or "auto"
+        if mode not in ("host", "engine", "auto"):
+            return
+        if mode == "auto":
+            marker, proc = start_probe(root, env)
+            _probe = Probe(root, _env_key(env), marker, proc)
+            if remembered(root).get(engine_key(env)) != "engine":
+                return
+        elif mode == "host":
+            return
+        name = json.loads(config).get("name") if config else None
+        if not isinstance(name, str) or not name or os.path.lexists(root / name):
+            return
+        image = _flag(args, "--helper-image") or env.get(IMAGE_ENV) or DEFAULT_IMAGE
+        volume = f"{names(name)[1]}-{_random.token_hex(4)}"
+        proc = subprocess.Popen(
+            run_argv(name, volume, MIN_SIZE, client_id(root), image),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+        )
+        _helper = Helper(root, _env_key(env), name, volume, MIN_SIZE, proc)
+
+
+def take_probe(root: Path, env: Mapping[str, str]) -> tuple[Path, subprocess.Popen[bytes]] | None:
+    """The prestarted probe, if it was started for this root and environment."""
+    global _probe
+    probe, _probe = _probe, None
+    if probe is None:
+        return None
+    if probe.root == root and probe.env == _env_key(env):
+        return probe.marker, probe.proc
+    _end_probe(probe)
+    return None
+
+
+def take_helper(project: str, env: Mapping[str, str]) -> Helper | None:
+    """The prestarted helper, if it was started for this project and environment; its
+    `docker run` has ended. The caller owns it (and removes it if it does not fit)."""
+    global _helper
+    helper, _helper = _helper, None
+    if helper is None:
+        return None
+    helper.proc.communicate(timeout=120)
+    if helper.project == project and helper.env == _env_key(env):
+        return helper
+    remove(helper, env)
+    return None
+
+
+def drop(env: Mapping[str, str]) -> None:
+    """Remove a prestarted helper nobody took, and its empty volume."""
+    global _helper
+    helper, _helper = _helper, None
+    if helper is not None:
+        helper.proc.communicate(timeout=120)
+        remove(helper, env)
+
+
+def remove(helper: Helper, env: Mapping[str, str]) -> None:
+    name, _ = names(helper.project)
+    for argv in (["rm", "-f", name], ["volume", "rm", "-f", helper.volume]):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["docker", *argv], capture_output=True, env=dict(env), timeout=120)
+
+
+def _end_probe(probe: Probe) -> None:
+    if probe.proc.poll() is None:
+        probe.proc.kill()
+    probe.proc.wait()
+    with contextlib.suppress(OSError):
+        os.rmdir(probe.marker)
+
+
+def discard() -> None:
+    """What nobody took (the command failed before, or differed): stopped and removed."""
+    global _probe
+    probe, _probe = _probe, None
+    if probe is not None:
+        _end_probe(probe)
+    if _helper is not None:
+        drop(dict(_helper.env))
+
+
+def remembered(root: Path) -> dict[str, str]:
+    try:  # a hint only: a wrong one costs time, not safety
+        fd = os.open(root / ANSWERS, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            answers = json.loads(os.read(fd, 65536))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return {}
+    return answers if isinstance(answers, dict) else {}
+
+
+def remember(root: Path, env: Mapping[str, str], mode: str) -> None:
+    """Keep the probe's answer for this engine, for the next run's head start."""
+    key = engine_key(env)
+    answers = remembered(root)
+    if answers.get(key) == mode:
+        return
+    answers = {**dict(list(answers.items())[-15:]), key: mode}
+    with contextlib.suppress(Exception):
+        from devsecrets import fdpath, runtime_dir
+
+        fd = runtime_dir.open_owned(root)
+        try:
+            fdpath.write_file(fd, ANSWERS, json.dumps(answers).encode())
+        finally:
+            os.close(fd)
