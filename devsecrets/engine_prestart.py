@@ -253,13 +253,26 @@ def remembered(root: Path) -> dict[str, str]:
     return answers if isinstance(answers, dict) else {}
 
 
+def volumes_root(root: Path, env: Mapping[str, str]) -> str | None:
+    """Where this engine keeps its volumes, as the last helper's mountpoint showed."""
+    found = remembered(root).get(f"volumes {engine_key(env)}")
+    return found if isinstance(found, str) and found.startswith("/") else None
+
+
+def remember_volumes_root(root: Path, env: Mapping[str, str], path: str) -> None:
+    _remember(root, f"volumes {engine_key(env)}", path)
+
+
 def remember(root: Path, env: Mapping[str, str], mode: str) -> None:
     """Keep the probe's answer for this engine, for the next run's head start."""
-    key = engine_key(env)
+    _remember(root, engine_key(env), mode)
+
+
+def _remember(root: Path, key: str, value: str) -> None:
     answers = remembered(root)
-    if answers.get(key) == mode:
+    if answers.get(key) == value:
         return
-    answers = {**dict(list(answers.items())[-15:]), key: mode}
+    answers = {**dict(list(answers.items())[-15:]), key: value}
     with contextlib.suppress(Exception):
         from devsecrets import fdpath, runtime_dir
 

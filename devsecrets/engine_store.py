@@ -21,6 +21,7 @@ file or directory" instead of running without its secrets.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -101,12 +102,10 @@ class _Helper:
 
 def _inspect(env: Mapping[str, str], helper: str) -> _Helper | None:
     """The project's helper as the engine has it (None: there is none)."""
-    out = _docker(
-        env,
-        "inspect", "--type", "container",
-        "--format", "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .Mounts}}",
-        helper, check=False,
-    )  # fmt: skip
+    return _parse_inspect(_docker(env, *_INSPECT, helper, check=False))
+
+
+def _parse_inspect(out: subprocess.CompletedProcess[bytes]) -> _Helper | None:
     if out.returncode != 0:
         return None
     try:
@@ -127,6 +126,7 @@ def ensure(
     size: int,
     client: str,
     volume: str | None,
+    hints: Path | None = None,
 ) -> EngineStore:
     """The project's running helper and its tmpfs volume; made (again) when missing, stopped,
     too small for `needed` bytes, or not the `volume` the client's state records.
@@ -156,26 +156,63 @@ def ensure(
         env, "volume", "ls", "-q",
         "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
     )  # fmt: skip
-    made = None
+    made = ""
     try:
         if began is not None:
             if began.proc.returncode == 0 and began.size >= needed and found is None:
-                made = _inspect(env, helper)
-                if made is None or made.volume != began.volume or not made.source.startswith("/"):
-                    made = None
-            if made is None:
-                engine_prestart.remove(began, env)
+                made, volume, size = began.volume, began.volume, began.size
             else:
-                volume, size = began.volume, began.size
-        if made is None:
-            volume = f"{prefix}-{_random.token_hex(4)}"
-            made = _run_helper(env, project, volume, size, client, helper_image, found is None)
+                engine_prestart.remove(began, env)
+        if not made:
+            volume = made = f"{prefix}-{_random.token_hex(4)}"
+            _run_helper(env, project, volume, size, client, helper_image, found is None)
     finally:
         listed = _finish(earlier)
-    old = [v for v in listed.stdout.decode().split() if v != made.volume]
+    old = [v for v in listed.stdout.decode().split() if v != made]
     if listed.returncode == 0 and old:
         _remove_volumes(env, old)
-    return EngineStore(project, helper, made.volume, PurePosixPath(made.source), True, size)
+    # where the engine keeps the volume: guessed from the last one (the local driver's
+    # <root>/volumes/<name>/_data) and checked by `confirm` while the values are written
+    root = engine_prestart.volumes_root(hints, env) if hints is not None else None
+    checking = _start(env, *_INSPECT, helper)
+    if root is None:
+        return _confirmed(EngineStore(project, helper, made, PurePosixPath("/"), True, size),
+                          checking, hints, env)  # fmt: skip
+    _checks[helper] = (checking, hints, env)
+    return EngineStore(project, helper, made, PurePosixPath(root, made, "_data"), True, size)
+
+
+_INSPECT = (
+    "inspect", "--type", "container",
+    "--format", "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .Mounts}}",
+)  # fmt: skip
+_checks: dict[str, tuple[subprocess.Popen[bytes], Path | None, Mapping[str, str]]] = {}
+
+
+def confirm(store: EngineStore) -> EngineStore:
+    """`store` with the volume's real mountpoint, once the check `ensure` started has
+    answered (the same store when it was not guessed, or guessed right)."""
+    check = _checks.pop(store.helper, None)
+    if check is None:
+        return store
+    return _confirmed(store, *check)
+
+
+def _confirmed(
+    store: EngineStore,
+    checking: subprocess.Popen[bytes],
+    hints: Path | None,
+    env: Mapping[str, str],
+) -> EngineStore:
+    made = _parse_inspect(_finish(checking))
+    if made is None or made.volume != store.volume or not made.source.startswith("/"):
+        raise ComposeError(f"engine mode: volume {store.volume} has no mountpoint")
+    source = PurePosixPath(made.source)
+    if hints is not None and source.name == "_data" and source.parent.name == store.volume:
+        engine_prestart.remember_volumes_root(hints, env, str(source.parent.parent))
+    if source == store.data_dir:
+        return store
+    return dataclasses.replace(store, data_dir=source)
 
 
 def _run_helper(
@@ -186,7 +223,7 @@ def _run_helper(
     client: str,
     helper_image: str,
     retry: bool,
-) -> _Helper:
+) -> None:
     helper, _ = names(project)
     run = engine_prestart.run_argv(project, volume, size, client, helper_image)[1:]
     started = _docker(env, *run, check=False)
@@ -198,10 +235,6 @@ def _run_helper(
         raise ComposeError(
             f"engine mode: docker run (helper) failed: {detail[-1] if detail else ''}"
         )
-    made = _inspect(env, helper)
-    if made is None or made.volume != volume or not made.source.startswith("/"):
-        raise ComposeError(f"engine mode: volume {volume} has no mountpoint")
-    return made
 
 
 def _start(env: Mapping[str, str], *args: str) -> subprocess.Popen[bytes]:

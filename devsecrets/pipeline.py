@@ -244,11 +244,14 @@ def _prepare_dir(
                 size=engine_store.volume_size(values, layout),
                 client=engine_store.client_id(root),
                 volume=record.get("volume"),  # what it holds is known only for this one
+                hints=root,
             )
         else:
             engine_prestart.drop(env)  # started on a guess that was wrong (once per engine)
             engine_store.forget(project_dir, model.project, env)  # was engine mode before
         written = engine_store.materialize_for(project_dir, engine, layout, values, env)
+        if engine is not None:  # its mountpoint, checked while the values were written
+            engine = engine_store.confirm(engine)
         if engine is None:
             for line in materialize.owner_warnings(layout):
                 warn(line)

@@ -341,3 +341,32 @@ def test_a_head_start_on_a_wrong_guess_or_a_failed_command_leaves_no_helper(
         finally:
             devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
             _remove_project(engine, project)
+
+
+def test_a_wrong_guess_of_where_the_engine_keeps_volumes_is_corrected(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    value = b"canary-" + secrets.token_hex(8).encode()
+    assert alice.run("set", "db_password", input=value).exit_code == 0
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    env = _env(alice, isolated, runtime_dir)
+    try:
+        first = devsecrets(["render", *files], cwd=alice.project, env=env)  # learns it
+        assert first.returncode == 0, first.stderr.decode()
+        assert devsecrets(["down", *files], cwd=alice.project, env=env).returncode == 0
+        hints = json.loads((runtime_dir / ".engine-mode.json").read_text())
+        assert hints[f"volumes host:{isolated}"].endswith("/volumes")
+        hints[f"volumes host:{isolated}"] = "/nowhere/volumes"
+        (runtime_dir / ".engine-mode.json").write_text(json.dumps(hints))
+        up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        cid = _container(isolated, project, "api")
+        assert _docker(isolated, "exec", cid, "cat", "/run/secrets/db_password").stdout == value
+        hints = json.loads((runtime_dir / ".engine-mode.json").read_text())
+        assert hints[f"volumes host:{isolated}"].endswith("/volumes")  # learnt
+        assert hints[f"volumes host:{isolated}"] != "/nowhere/volumes"
+    finally:
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
