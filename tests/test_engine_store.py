@@ -15,14 +15,21 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_IMAGE, User, devsecrets, devsecrets_cmd, project_name, write_stack
+from conftest import (
+    TEST_IMAGE,
+    User,
+    devsecrets,
+    devsecrets_cmd,
+    project_name,
+    wait_for,
+    write_stack,
+)
 from test_engine_mode import (
     _container,
     _docker,
     _env,
     _remove_project,
     _volumes,
-    _wait,
     isolated,
 )
 
@@ -241,17 +248,17 @@ def test_live_writes_go_through_one_kept_exec_and_survive_its_loss(
     def change(i: int) -> None:
         value = f"value-{i}".encode()
         assert alice.run("set", "x", input=value).exit_code == 0
-        cid = _wait(lambda: _container(isolated, project, "api"), "api")
-        _wait(
+        cid = wait_for(lambda: _container(isolated, project, "api"), "api")
+        wait_for(
             lambda: _docker(isolated, "exec", cid, "cat", "/run/secrets/x").stdout == value,
             f"value {i} in the container",
         )
 
     try:
-        _wait(lambda: _container(isolated, project, "api"), "api", timeout=120)
+        wait_for(lambda: _container(isolated, project, "api"), "api", timeout=120)
         change(1)  # the first live write: one `docker exec`, then the channel opens
         change(2)
-        kept = _wait(lambda: _channels(helper), "the kept exec")
+        kept = wait_for(lambda: _channels(helper), "the kept exec")
         assert len(kept) == 1
         for i in range(3, 6):
             change(i)
