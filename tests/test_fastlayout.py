@@ -46,10 +46,11 @@ armors = st.lists(st.text(B64 + "=", min_size=1, max_size=64), min_size=0, max_s
         + "\n"
     )
 )
+age_recipients = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=62).map(
+    lambda s: "age1" + s
+)
 recipients = st.one_of(
-    st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=62).map(
-        lambda s: "age1" + s
-    ),
+    age_recipients,
     st.just("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey comment"),
     st.text(NAME_CHARS + "+/=@", min_size=1, max_size=20),
 )
@@ -76,7 +77,10 @@ simple_documents = st.builds(
     name=st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,10}[a-z0-9]", fullmatch=True),
     value=st.one_of(st.just(""), leaves),
     age=st.lists(
-        st.builds(AgeStanza, recipients.filter(lambda r: r.startswith("age1")), armors),
+        # built, not filtered: a filter on `recipients` dropped so many inputs that
+        # hypothesis's health check failed now and then (and let through the odd "age1/…"
+        # of the free-text branch, which is not the simple layout)
+        st.builds(AgeStanza, age_recipients, armors),
         min_size=1,
         max_size=2,
     ).map(tuple),
