@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands checked to leave nothing behind for interpreter teardown: every file they write is
-# closed (and fsynced) before they return; `_fast_exit` still declines when a thread or an
-# atexit handler is left.
+# closed (and fsynced) before they return; `_fast_exit` runs the atexit handlers itself and
+# still declines when a thread is left.
 FAST_EXIT = frozenset({"get", "set", "render", "up"})
 
 
@@ -75,11 +75,13 @@ def _command(args: list[str]) -> str | None:
 
 
 def _fast_exit(code: int) -> None:
-    """Flush, then leave without teardown, unless something registered work for it."""
+    """Run the atexit callbacks (logging's flush, once concurrent.futures imported it), flush,
+    then leave without module teardown; unless a thread is left (teardown would wait for it)."""
+    if "threading" in sys.modules and _threads() > 1:
+        return
     import atexit
 
-    if atexit._ncallbacks() or ("threading" in sys.modules and _threads() > 1):
-        return
+    atexit._run_exitfuncs()  # what the interpreter runs first at exit, in the same order
     try:
         sys.stdout.flush()
         sys.stderr.flush()

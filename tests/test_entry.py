@@ -61,3 +61,23 @@ def test_fast_and_full_paths_agree(alice: User, args):
     fast = (*fast_run.communicate(timeout=120), fast_run.returncode)
     full = (*full_run.communicate(timeout=120), full_run.returncode)
     assert (fast[2], fast[0], fast[1]) == (full[2], full[0], full[1])
+
+
+def test_the_fast_exit_runs_atexit_handlers_and_waits_for_threads(tmp_path):
+    """`_fast_exit` skips module teardown only: atexit handlers still run (logging's flush,
+    once anything imported logging), and a live thread makes it decline."""
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, sys, threading, time\n"
+        "from devsecrets import entry\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "if sys.argv[1] == 'thread':\n"
+        "    threading.Thread(target=lambda: time.sleep(0.3)).start()\n"
+        "entry._fast_exit(7)\n"
+        "print('declined', flush=True)\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", code, "plain"], capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout, marker.read_text()) == (7, "", "yes")
+    marker.unlink()
+    ran = subprocess.run([sys.executable, "-c", code, "thread"], capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout, marker.read_text()) == (0, "declined\n", "yes")
