@@ -418,6 +418,24 @@ def ignoring_stops() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
+def until_started(child: subprocess.Popen, sig: int) -> None:
+    """Until the child no longer ignores `sig` (devsecrets resets the stop signals its parent
+    ignored as it starts): one that lands before is discarded by the kernel, as `nohup`
+    intends, whatever the program."""
+    if sig not in STOPS:
+        return
+    deadline = time.monotonic() + 30
+    while child.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            status = Path(f"/proc/{child.pid}/status").read_text().splitlines()
+            ignored = int(
+                next(line for line in status if line.startswith("SigIgn:")).split()[1], 16
+            )
+            if not ignored & (1 << (sig - 1)):
+                return
+        time.sleep(0.005)
+
+
 def send(child: subprocess.Popen, sig: int, group: bool) -> None:
     with contextlib.suppress(ProcessLookupError):
         (os.killpg if group else os.kill)(child.pid, sig)
@@ -456,6 +474,8 @@ def edit_signal_scenario(team: Team, per_signal: int, editor: Path, *, group: bo
             child = spawn(team, ["edit", "s0"], extra, ignore=trial % 2 == 1)
             ignored += trial % 2
             wait_ready(child)
+            if trial % 2:
+                until_started(child, sig)
             time.sleep(random.uniform(0, duration))  # noqa: S311
             exposed += bool(plaintext_files([runtime], [team.values["s0"], new]))
             late = finished(child)  # the edit was over: the signal tests nothing
@@ -601,6 +621,8 @@ def stack_signal_scenario(
                 start_new_session=True,
                 preexec_fn=ignoring_stops if ignore else None,  # noqa: PLW1509
             )
+            if ignore:  # sent before devsecrets runs at all, no program could see it
+                until_started(child, sig)
             time.sleep(random.uniform(0.2, duration))  # noqa: S311
             exposed += bool(plaintext_files([runtime], values))
             send(child, sig, group)
@@ -698,6 +720,10 @@ def _users_skip(result: Result) -> bool:
     if os.geteuid() != 0 or shutil.which("useradd") is None:
         result.notes.append("skipped: needs root and useradd (throwaway users)")
         return True
+    # loaded before the fork: the other users cannot read this interpreter's files (a
+    # Python under /root), so nothing may be imported after setuid
+    from devsecrets import fdpath, runtime_dir  # noqa: F401
+
     return False
 
 

@@ -26,6 +26,8 @@ from conftest import (
     write_stack,
 )
 
+from devsecrets.process import descendants
+
 STOP = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
 CANARY = b"canary-stopsig-5e21"
 
@@ -38,6 +40,14 @@ def ignoring(*signums: int):
             signal.signal(signum, signal.SIG_IGN)
 
     return setup
+
+
+def alive(pid: int) -> bool:
+    """Running: not gone and not a zombie (an orphan's reaper may be slow, or never come)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
+    except OSError:
+        return False
 
 
 def holding_canary(*roots: Path) -> list[str]:
@@ -345,4 +355,38 @@ def test_watch_ends_on_every_stop_signal_even_one_its_parent_ignored(
         assert len(project_containers(name)) == 1  # stopping a watch leaves the stack running
     finally:
         assert devsecrets(["down"], cwd=alice.project, env=env).returncode == 0
+    assert holding_canary(runtime_dir) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_compose_plugin_its_cli_left_running_is_stopped(
+    alice: User, stack, runtime_dir: Path, signum
+):
+    """A terminal's hang-up or Ctrl-\\ reaches compose's docker CLI before devsecrets has
+    run its handler: the CLI dies at once and its plugin runs on, still attached and holding
+    our output pipes. devsecrets still stops the containers (and so the plugin) and exits
+    promptly."""
+    env, name = stack
+    proc = start_foreground_up(alice.project, env, name, 1, new_session=True)
+    plugin = None
+    try:
+        cli, plugin = descendants(proc.pid)[:2]  # docker, then its compose plugin
+        assert "compose" in Path(f"/proc/{plugin}/cmdline").read_text()
+        os.kill(cli, signum)
+        while alive(cli):  # it dies at once; its plugin runs on
+            time.sleep(0.01)
+        assert alive(plugin)
+        started = time.monotonic()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, err.decode()
+    assert not alive(plugin)
+    assert took < 15, took
+    assert project_containers(name) == []
     assert holding_canary(runtime_dir) == []
