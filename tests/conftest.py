@@ -48,14 +48,31 @@ def examples(n: int) -> int:
     return n if _FULL_SEARCH else max(10, n // 10)
 
 
+# Modules whose tests each start devsecrets (or sops, git, a shell) as real processes, several
+# per test: 0.1-0.5 s of CPU each, about three quarters of a default run's time. They count as
+# slow as a whole, so the quick local run stays near 15 s on a 2-core machine; CI runs them all.
+PROCESS_MODULES = frozenset(
+    {
+        "test_completion", "test_edit", "test_edit_newline", "test_entry", "test_fastget",
+        "test_fastlayout", "test_fastset", "test_hostrun", "test_import", "test_sops_interop",
+        "test_stop_signals", "test_team",
+    }
+)  # fmt: skip
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    return item.get_closest_marker("slow") is not None or item.path.stem in PROCESS_MODULES
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A default local run leaves out the slow tests (seconds each) to stay fast; CI runs all."""
+    """A default local run leaves out the slow tests (seconds each, or process-heavy modules)
+    to stay fast; CI runs all."""
     if _run_slow(config):
         return
-    slow = [item for item in items if item.get_closest_marker("slow")]
+    slow = [item for item in items if _is_slow(item)]
     if slow:
         config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        items[:] = [item for item in items if not _is_slow(item)]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
