@@ -323,6 +323,11 @@ def load_config(
         config: dict[str, Any] = json.loads(out.stdout)
     except json.JSONDecodeError as e:
         raise StackError("docker compose config printed no JSON") from e
+    except RecursionError as e:  # compose accepts YAML nested thousands deep
+        raise StackError(
+            "the stack is nested too deeply to read (compose's config, thousands of levels)",
+            hint="flatten the deepest x- extension field or value",
+        ) from e
     return config
 
 

@@ -205,3 +205,22 @@ def test_keys_swarm_ignores_and_a_dotenv_are_warned_about(fake):
     assert result.exit_code == 0, result.stderr
     assert "warning: service api: docker stack deploy ignores container_name" in result.stderr
     assert "warning: docker stack deploy does not read" in result.stderr
+
+
+def test_a_stack_file_nested_too_deeply_is_one_line_and_changes_nothing(fake):
+    """compose accepts an x- field nested thousands deep; reading compose's JSON of it crashed
+    with a RecursionError, exit 3 (up, render and check too): now one line, exit 1, nothing
+    created."""
+    depth = 3000
+    user, tmp = fake
+    assert user.run("set", "db_password", input=b"v").exit_code == 0
+    assert user.run("set", "api_token", input=b"t").exit_code == 0
+    stack = user.project / "docker-stack.yml"
+    stack.write_text(stack.read_text() + "x-deep: " + "[" * depth + "]" * depth + "\n")
+    result = deploy(user, "--yes")
+    assert result.exit_code == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("devsecrets: error:")]
+    assert len(errors) == 1 and "nested too deeply" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    made = [c for c in calls(tmp) if c["argv"][:2] in (["secret", "create"], ["stack", "deploy"])]
+    assert made == []
