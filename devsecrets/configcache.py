@@ -14,6 +14,9 @@ write anything (bench/bench_up.py). Two things keep users from waiting for it:
   every stack file and every `.env` it may read. A stack that can pull in other files
   (`include`, `extends`, `env_file`, `label_file` anywhere in its text) or COMPOSE_ENV_FILES
   is never cached. tests/test_configcache.py changes each input and checks it is not served.
+  Only the parts `stack.read_model` reads are kept (`needed`): services' environment,
+  labels, commands and build args often hold interpolated values, which must not outlive
+  `down` (tests/test_plaintext_after_down.py).
 Input: argv, env, cwd, stack files. Output: (exit code, stdout, stderr) of compose config.
 """
 
@@ -122,8 +125,61 @@ def config_output(
         return 0, cached, b""
     code, out, err = output(argv, env, cwd, timeout)
     if code == 0 and key is not None and cache_root is not None:
-        _remember(key, out, cache_root)
+        kept = needed(out)
+        if kept is not None:
+            _remember(key, kept, cache_root)
+            return code, kept, err  # what a cache hit would give
     return code, out, err
+
+
+def needed(out: bytes) -> bytes | None:
+    """Of compose config's JSON, only what `stack.read_model` reads: the project name, the
+    top-level secrets and `x-devsecrets`, and per service its secrets, build secrets and volume
+    targets. None when it is not such JSON (then nothing is cached)."""
+    try:
+        config = json.loads(out)
+    except ValueError:
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get("services", {}), dict):
+        return None
+    kept: dict[str, object] = {k: config[k] for k in ("name", "x-devsecrets") if k in config}
+    if isinstance(config.get("secrets"), dict):
+        kept["secrets"] = {
+            key: {k: v for k, v in spec.items() if k in _SECRET_KEYS}
+            if isinstance(spec, dict)
+            else spec
+            for key, spec in config["secrets"].items()
+        }
+    elif "secrets" in config:
+        kept["secrets"] = config["secrets"]
+    services: dict[str, object] = {}
+    for name, spec in (config.get("services") or {}).items():
+        if not isinstance(spec, dict):
+            services[name] = spec
+            continue
+        service: dict[str, object] = {}
+        if "secrets" in spec:
+            service["secrets"] = spec["secrets"]
+        if isinstance(spec.get("volumes"), list):
+            service["volumes"] = [
+                {"target": v["target"]} if isinstance(v, dict) and "target" in v else {}
+                for v in spec["volumes"]
+            ]
+        elif "volumes" in spec:
+            service["volumes"] = spec["volumes"]
+        build = spec.get("build")
+        if isinstance(build, dict):
+            service["build"] = {"secrets": build["secrets"]} if "secrets" in build else {}
+        elif build is not None:
+            service["build"] = build
+        services[name] = service
+    if "services" in config:
+        kept["services"] = services
+    return json.dumps(kept).encode()
+
+
+# A top-level secret's keys `stack.read_model` reads (`environment` names a variable).
+_SECRET_KEYS = ("name", "external", "driver", "environment", "file")
 
 
 def _key(
