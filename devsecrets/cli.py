@@ -483,7 +483,8 @@ def rm(app: App, name: str) -> None:
     """Remove a secret from the store.
 
     Any entry can be removed, even one with an invalid name (NAME or its file name
-    NAME.sops.yaml): only a file or symlink in the store directory, never followed.
+    NAME.sops.yaml) in the store directory: a file or symlink (never followed), a FIFO or
+    socket (never opened), or an empty directory.
     """
     app.store().remove(name)
     _say(f"{name}: removed")

@@ -129,6 +129,37 @@ def test_special_files_are_never_read(stored: User, kind: str):
     assert time.monotonic() - start < 5  # a FIFO does not block the reader
 
 
+@pytest.mark.parametrize("kind", ["fifo", "empty directory", "socket"])
+def test_the_hint_for_a_special_entry_names_commands_that_work(
+    stored: User, kind: str, tmp_path: Path
+):
+    path = stored.store / "odd.sops.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+    else:
+        path.mkdir()
+    for command in (("get", "odd"), ("ls",)):
+        hint = stored.run(*command).stderr
+        assert "`devsecrets rm odd`, then `devsecrets set odd`" in hint
+    removed = stored.run("rm", "odd")
+    assert removed.exit_code == 0, removed.stderr
+    assert not os.path.lexists(path)
+    assert stored.run("set", "odd", input=b"v").exit_code == 0
+    assert stored.run("ls").exit_code == 0
+
+
+def test_a_symlinked_journal_is_local_so_the_hint_says_delete_it(stored: User, tmp_path: Path):
+    (stored.store / ".journal").symlink_to(tmp_path / "elsewhere")
+    err = stored.run("get", "good").stderr
+    assert "devsecrets: hint: it is local and never part of the store: delete it" in err
+    assert "from git" not in err
+
+
 def test_a_file_larger_than_any_valid_one_is_refused_unread(stored: User):
     path = stored.store / "huge.sops.yaml"
     with path.open("wb") as out:
@@ -216,11 +247,13 @@ def test_rm_removes_a_symlink_entry_never_its_target(stored: User, tmp_path: Pat
 def test_rm_refuses_a_directory_entry(stored: User):
     (stored.store / "x.sops.yaml").mkdir()
     (stored.store / "x.sops.yaml" / "inside").write_bytes(b"keep me")
-    assert "is not a file" in one_line_failure(stored.run("rm", "x"))
+    assert "a directory with files in it" in one_line_failure(stored.run("rm", "x"))
     assert (stored.store / "x.sops.yaml" / "inside").read_bytes() == b"keep me"
     listing = stored.run("ls")
     assert listing.exit_code == 1
     assert "x.sops.yaml is not a regular file" in listing.stderr
+    assert "devsecrets rm x" not in listing.stderr  # it would fail: the hint says what works
+    assert "remove it yourself (`rm -r " in listing.stderr
 
 
 @pytest.mark.parametrize("name", ["../good", ".lock", ".gitignore", "recipients", ""])

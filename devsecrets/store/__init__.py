@@ -316,7 +316,10 @@ class Store:
             )
         except IntegrityError as e:
             e.hint = e.hint or (
-                f"restore it from git, or replace it: `devsecrets rm {name}`, "
+                f"look at what is in it and remove it yourself (`rm -r {path}`), "
+                f"then `devsecrets set {name}`"
+                if _is_full_dir(path)
+                else f"restore it from git, or replace it: `devsecrets rm {name}`, "
                 f"then `devsecrets set {name}`"
             )
             raise
@@ -510,8 +513,9 @@ class Store:
         return True
 
     def remove(self, name: str) -> None:
-        """Remove an entry, well named or not (`NAME` or its file name `NAME.sops.yaml`): only
-        a regular file or a symlink directly in the store, never followed."""
+        """Remove an entry, well named or not (`NAME` or its file name `NAME.sops.yaml`),
+        directly in the store: a file, a symlink (never followed), a FIFO or socket (never
+        opened), or an empty directory; a directory with files in it is refused."""
         if not name or "/" in name or "\0" in name or name.startswith("."):
             raise SecretNotFoundError(f"no secret {name!r} in {self.root}")
         with self.lock():
@@ -522,14 +526,19 @@ class Store:
                     entry, st = name, _lstat_at(name, dir_fd)
                 if st is None:
                     raise self._not_found(name, suggest_set=False)
-                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                    raise StoreError(
-                        f"{self.root / entry} is not a file; `rm` removes only files",
-                        hint="look at it and remove it yourself",
-                    )
                 try:
-                    os.unlink(entry, dir_fd=dir_fd)
+                    if stat.S_ISDIR(st.st_mode):
+                        os.rmdir(entry, dir_fd=dir_fd)  # only an empty one; never a symlink
+                    else:
+                        os.unlink(entry, dir_fd=dir_fd)  # a FIFO is not opened, a link not followed
                 except OSError as e:
+                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise StoreError(
+                            f"{self.root / entry} is a directory with files in it; "
+                            "`rm` removes only an empty one",
+                            hint=f"look at what is in it and remove it yourself "
+                            f"(`rm -r {self.root / entry}`)",
+                        ) from e
                     raise StoreError(f"cannot remove {self.root / entry}: {e.strerror}") from e
                 os.fsync(dir_fd)
             finally:
@@ -759,6 +768,8 @@ def _read_capped(path: Path, limit: int, missing: Callable[[], StoreError]) -> b
                 f"{path} is a symlink; devsecrets does not follow symlinks in the store",
                 hint="restore it from git",
             ) from e
+        if e.errno == errno.ENXIO:  # a socket cannot be opened
+            raise IntegrityError(f"{path} is not a regular file") from e
         raise StoreError(f"cannot read {path}: {e.strerror}") from e
     try:
         info = os.fstat(fd)
@@ -781,6 +792,17 @@ def _read_capped(path: Path, limit: int, missing: Callable[[], StoreError]) -> b
             hint="restore it from git",
         )
     return b"".join(chunks)
+
+
+def _is_full_dir(path: Path) -> bool:
+    """A directory (not a symlink to one) with something in it: `rm` cannot remove it."""
+    try:
+        if not stat.S_ISDIR(path.lstat().st_mode):
+            return False
+        with os.scandir(path) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:

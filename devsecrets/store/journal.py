@@ -28,6 +28,10 @@ def read(root: Path, read_capped: Callable[..., bytes]) -> dict[str, str]:
         text = read_capped(path, MAX_SIZE, lambda: FileNotFoundError(path))
     except FileNotFoundError:
         return {}
+    except StoreError as e:  # a symlink, a FIFO, a directory: not what `recipients rm` wrote
+        if e.hint == "restore it from git" or e.hint is None:
+            e.hint = f"it is local and never part of the store: delete it (`rm {path}`)"
+        raise
     try:
         raw = json.loads(text)
         removed = raw["removed"]
