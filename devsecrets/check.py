@@ -150,8 +150,10 @@ def _stale(store: Store, report: Report) -> None:
 
 
 def _conflicts(store: Store, report: Report) -> None:
-    from devsecrets.gitdriver import conflicts
+    from devsecrets.gitdriver import conflicts, conflicts_problems
 
+    for problem in conflicts_problems(store):
+        report.add("merge-conflict", problem.message, problem.hint)
     for name in conflicts(store):
         report.add(
             "merge-conflict",

@@ -444,10 +444,11 @@ def ls(app: App, as_json: bool) -> int:
     An entry that cannot be read is reported by name (and the exit code is 1); the others
     are still listed. Merge conflicts the git merge driver left are marked.
     """
-    from devsecrets.gitdriver import conflicts
+    from devsecrets.gitdriver import conflicts, conflicts_problems
 
     store = app.store()
     infos, problems = store.listing()
+    problems = [*problems, *conflicts_problems(store)]
     conflicted = set(conflicts(store))
     for problem in problems:
         click.echo(error_lines(problem), err=True, nl=False)

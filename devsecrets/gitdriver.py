@@ -264,8 +264,14 @@ def _load_members(path: Path) -> dict[str, str]:
 def _save_conflict(store_root: Path, name: str, text: bytes) -> None:
     """Theirs, next to the store; the directory ignores itself, nothing is followed."""
     directory = store_root / CONFLICTS_DIR
-    if directory.is_symlink():
-        raise GitError(f"{directory} is a symlink; refusing to write through it")
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        what = "a symlink" if directory.is_symlink() else "not a directory"
+        raise GitError(
+            f"{directory} is {what}; refusing to write through it: theirs of {name} was not "
+            "saved and git leaves the conflict",
+            hint=f"delete it (`rm {directory}`; it is local), then `git merge --abort` "
+            "and merge again",
+        )
     directory.mkdir(mode=0o755, exist_ok=True)
     if not (directory / ".gitignore").exists():
         _atomic_write(directory / ".gitignore", b"*\n")
@@ -273,6 +279,23 @@ def _save_conflict(store_root: Path, name: str, text: bytes) -> None:
 
 
 # -- after a conflict ----------------------------------------------------------------------
+
+
+def conflicts_problems(store: Store) -> list[StoreError]:
+    """A `.conflicts` that is not a directory (a symlink, a file): the merge driver refuses to
+    write theirs there, so a conflict may be unrecorded; `ls` and `check` say so."""
+    directory = store.root / CONFLICTS_DIR
+    if not directory.is_symlink() and (directory.is_dir() or not directory.exists()):
+        return []
+    what = "a symlink" if directory.is_symlink() else "not a directory"
+    return [
+        StoreError(
+            f"{directory} is {what}: the merge driver cannot keep the other side of a "
+            "conflict there",
+            hint=f"delete it (`rm {directory}`; it is local); if a merge of the store is under "
+            "way, `git merge --abort` and merge again",
+        )
+    ]
 
 
 def conflicts(store: Store) -> list[str]:

@@ -122,6 +122,27 @@ def test_two_different_values_conflict_leave_a_valid_file_and_resolve(alice: Per
     assert alice.run("resolve", "db_password", "--ours").exit_code == 1
 
 
+def test_a_symlinked_conflicts_dir_fails_the_merge_visibly_and_is_ignored(alice: Person, tmp_path):
+    branch(alice, "left", (("set", "db_password"), b"left"))
+    on_main(alice, (("set", "db_password"), b"right"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (alice.user.store / ".conflicts").symlink_to(elsewhere)
+    assert ".conflicts" not in alice.git("status", "--porcelain").stdout  # ignored, as a link too
+    merged = alice.git("merge", "--no-edit", "left", check=False)
+    assert merged.returncode != 0  # the driver failed: git keeps the conflict
+    assert "UU .devsecrets/db_password.sops.yaml" in alice.git("status", "--porcelain").stdout
+    assert "was not saved" in merged.stderr
+    assert "devsecrets: hint: delete it (`rm " in merged.stderr
+    assert list(elsewhere.iterdir()) == []  # nothing written through the link
+    for command in ("ls", "check"):
+        result = alice.run(command)
+        assert result.exit_code == 1
+        assert ".conflicts is a symlink: the merge driver cannot keep" in (
+            result.out + result.stderr
+        )
+
+
 def test_resolve_edit_and_ours(alice: Person, tmp_path):
     for side in ("ours", "edit"):
         branch(alice, f"l-{side}", (("set", "api_token"), f"left-{side}".encode()))

@@ -64,7 +64,7 @@ MAX_RECIPIENTS_FILE_SIZE = MAX_RECIPIENTS * 256 + 4096  # name: key per line, co
 GITIGNORE = (
     "# devsecrets: the writers' lock, interrupted temp files, an unfinished `recipients rm`,\n"
     "# unresolved merge conflicts\n"
-    f".lock\n{TEMP_GLOB}\n.journal\n.conflicts/\n"
+    f".lock\n{TEMP_GLOB}\n.journal\n.conflicts\n"  # no `/`: a symlink matches too
 )
 
 
