@@ -126,18 +126,28 @@ def private_root(
 def _private_root(env: Mapping[str, str], allow_disk: bool, warn: Warn) -> Path:
     explicit = env.get("DEVSECRETS_RUNTIME_DIR")
     if explicit:
-        if not (allow_disk or _memory_backed(Path(explicit))):
-            raise TmpfsError(
-                f"DEVSECRETS_RUNTIME_DIR={explicit} is not on a tmpfs",
-                hint="point it at a tmpfs, or pass --allow-disk to accept plaintext on disk",
-            )
-        return _claim(Path(explicit))
+        root = _hinted(
+            lambda: _claim_explicit(Path(explicit), allow_disk),
+            "point DEVSECRETS_RUNTIME_DIR at a tmpfs directory of your own "
+            f"(e.g. {SHM}/devsecrets-{os.geteuid()})",
+        )
+        assert root is not None
+        return root
     looked = []
     xdg = env.get("XDG_RUNTIME_DIR")
     if xdg:
         looked.append(xdg)
-        if Path(xdg).is_dir() and _memory_backed(Path(xdg)):
-            return _claim(Path(xdg) / "devsecrets")
+        claimed = _hinted(
+            lambda: (
+                _claim(Path(xdg) / "devsecrets")
+                if Path(xdg).is_dir() and _memory_backed(Path(xdg))
+                else None
+            ),
+            "unset XDG_RUNTIME_DIR, or set DEVSECRETS_RUNTIME_DIR="
+            f"{SHM}/devsecrets-{os.geteuid()} (any tmpfs directory of your own)",
+        )
+        if claimed is not None:
+            return claimed
     shm = SHM
     looked.append(str(shm))
     if shm.is_dir() and _memory_backed(shm):
@@ -170,6 +180,24 @@ def _squatter(path: Path) -> int | None:
     except OSError:
         return None
     return owner if owner != os.geteuid() else None
+
+
+def _claim_explicit(explicit: Path, allow_disk: bool) -> Path:
+    if not (allow_disk or _memory_backed(explicit)):
+        raise TmpfsError(
+            f"DEVSECRETS_RUNTIME_DIR={explicit} is not on a tmpfs",
+            hint="point it at a tmpfs, or pass --allow-disk to accept plaintext on disk",
+        )
+    return _claim(explicit)
+
+
+def _hinted(claim: Callable[[], Path | None], hint: str) -> Path | None:
+    """`claim()`, with `hint` on a refusal that has none (another user's directory)."""
+    try:
+        return claim()
+    except UnsafePathError as e:
+        e.hint = e.hint or hint
+        raise
 
 
 def _memory_backed(path: Path) -> bool:

@@ -140,6 +140,23 @@ def test_a_root_below_another_users_directory_is_refused(shm_dir):
     assert not (theirs / "rt").exists()
 
 
+@pytest.mark.parametrize("via", ["XDG_RUNTIME_DIR", "DEVSECRETS_RUNTIME_DIR"])
+def test_another_users_runtime_dir_is_refused_with_a_hint(shm_dir, via: str):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another uid")
+    theirs = shm_dir / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 54321, 54321)
+    env = {via: str(theirs)}
+    with pytest.raises(TmpfsError, match="belongs to uid 54321") as caught:
+        private_root(env)
+    hint = caught.value.hint or ""
+    if via == "XDG_RUNTIME_DIR":
+        assert hint.startswith("unset XDG_RUNTIME_DIR, or set DEVSECRETS_RUNTIME_DIR=")
+    else:
+        assert hint.startswith("point DEVSECRETS_RUNTIME_DIR at a tmpfs directory of your own")
+
+
 def test_symlinks_are_followed_only_when_we_or_root_made_them(shm_dir):
     target = shm_dir / "real"
     target.mkdir(mode=0o700)
