@@ -8,6 +8,7 @@ prints; never writes a value anywhere but the store.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -78,16 +79,26 @@ def _shown(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _open_regular(path: Path) -> int:
+def _open_regular(
+    path: Path, hint: str = "replace the symlink with a copy of its file, then import again"
+) -> int:
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImportProblem(
+                f"{path} is a symlink; refusing to read through it", hint=hint
+            ) from e
         raise ImportProblem(f"cannot read {path}: {e.strerror}") from e
 
 
 def read_plain(path: Path) -> bytes:
     """A plaintext secret file: a regular file, not a symlink, within Swarm's size limit."""
-    fd = _open_regular(path)
+    fd = _open_regular(
+        path,
+        hint="point the stack's `file:` at the real file, or store the value with "
+        "`devsecrets set NAME < FILE`",
+    )
     with os.fdopen(fd, "rb") as source:
         info = os.fstat(source.fileno())
         if not stat.S_ISREG(info.st_mode):

@@ -69,6 +69,7 @@ def test_an_alias_bomb_in_recipients_yaml_fails_fast(stored: User, command: list
     result = stored.run(*command, input=b"v")
     assert time.monotonic() - start < 5
     assert "recipients.yaml is not valid YAML" in one_line_failure(result)
+    assert "devsecrets: hint: write each member's key out in full" in result.stderr
 
 
 @pytest.mark.parametrize("text", [b"x: &a 1\n", b"x: &a [1]\ny: z\n"])

@@ -251,7 +251,15 @@ class Store:
             try:
                 raw = yamlload.load(text)
             except yaml.YAMLError as e:
-                raise StoreError(f"{path} is not valid YAML ({yamlload.reason(e)})") from e
+                why = yamlload.reason(e)
+                hint = (
+                    "write each member's key out in full (`name: age1...`, one a line); "
+                    "anchors and aliases are not allowed here"
+                    if "anchors" in why or "aliases" in why
+                    else "it maps member names to keys (`name: age1...`, one a line); "
+                    "restore it from git"
+                )
+                raise StoreError(f"{path} is not valid YAML ({why})", hint=hint) from e
         if raw in (None, ""):
             return {}
         if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
