@@ -199,15 +199,31 @@ def _on_change(extension: Any) -> dict[str, Policy]:
 def _source(key: str, spec: Mapping[str, Any]) -> SecretSource:
     name = spec.get("name") or key
     if spec.get("external"):
-        return SecretSource(key, SourceKind.EXTERNAL, name)
+        return SecretSource(key, SourceKind.EXTERNAL, _store_name(key, name))
     if spec.get("driver"):
-        return SecretSource(key, SourceKind.DRIVER, name)
+        return SecretSource(key, SourceKind.DRIVER, _store_name(key, name))
     if spec.get("environment"):
         return SecretSource(key, SourceKind.ENVIRONMENT, key)
     if spec.get("file"):
         # compose names file secrets <project>_<key>; the store entry is the compose key
         return SecretSource(key, SourceKind.FILE, key, file=spec["file"])
     raise StackError(f"secret {key!r} has no file, environment or external source")
+
+
+def _store_name(key: str, name: Any) -> str:
+    """An external or driver secret's name, which the store must hold: a name no store entry
+    can have (`../recipients`) is refused here, by name, not reported as missing."""
+    from devsecrets.errors import UsageProblem
+    from devsecrets.store import validate_name
+
+    try:
+        return validate_name(str(name))
+    except UsageProblem as e:
+        raise StackError(
+            f"secret {key!r} has name {str(name)[:80]!r}, which is not a valid secret name; "
+            "the store cannot hold it",
+            hint=e.hint or "choose another name",
+        ) from e
 
 
 def _grant(service: str, ref: Mapping[str, Any], sources: Mapping[str, SecretSource]) -> Grant:

@@ -337,3 +337,25 @@ def test_the_watchers_change_check_reads_like_the_store(stored: User):
     store = Store(stored.store)
     assert _stamp(store, "zero") is None  # neither followed nor read forever
     assert _stamp(store, "good") == (stored.store / "good.sops.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["../recipients", "../../etc/shadow", "sops", "a/b"])
+def test_an_external_name_no_store_entry_can_have_is_named_invalid(name: str):
+    config = _model([{"source": "a"}])
+    config["secrets"]["a"] = {"external": True, "name": name}
+    with pytest.raises(StackError, match="is not a valid secret name") as caught:
+        read_model(config)
+    assert repr(name) in caught.value.message
+    assert "lacks" not in caught.value.message
+    assert caught.value.hint
+
+
+def test_a_stack_with_invalid_external_names_fails_in_one_line(stored: User, monkeypatch):
+    stack = stored.project / "docker-stack.yml"
+    stack.write_text(
+        "services:\n  app:\n    image: x\n    network_mode: none\n    secrets: [a]\n"
+        "secrets:\n  a:\n    external: true\n    name: ../recipients\n"
+    )
+    monkeypatch.chdir(stored.project)
+    err = one_line_failure(stored.run("render", "--stdout"))
+    assert "secret 'a' has name '../recipients', which is not a valid secret name" in err

@@ -103,6 +103,18 @@ def test_add_without_key_and_without_request_says_what_to_do(alice: Person):
     assert "devsecrets init" in result.stderr
 
 
+def test_a_symlinked_join_request_is_named_as_refused(alice: Person, tmp_path):
+    requests = alice.user.store / "requests"
+    requests.mkdir(exist_ok=True)
+    (tmp_path / "key.pub").write_text("age1notreallyakey\n")
+    (requests / "carol.pub").symlink_to(tmp_path / "key.pub")
+    result = alice.run("recipients", "add", "carol")
+    assert result.exit_code == 1
+    assert "requests/carol.pub is a symlink; refusing to read it" in result.stderr
+    assert "devsecrets: hint: delete it (`git rm " in result.stderr
+    assert "no join request" not in result.stderr
+
+
 def test_a_silent_recipient_is_refused_by_every_command_that_encrypts(
     tmp_path, bare, alice: Person
 ):

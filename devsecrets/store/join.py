@@ -77,6 +77,14 @@ def find_request(store: Store, name: str) -> JoinRequest:
     for request in requests(store):
         if request.name == name:
             return request
+    path = store.root / REQUESTS_DIR / (name + REQUEST_SUFFIX)
+    if "/" not in name and (path.is_symlink() or (path.exists() and not path.is_file())):
+        what = "a symlink" if path.is_symlink() else "not a regular file"
+        raise RecipientError(
+            f"the join request {path} is {what}; refusing to read it",
+            hint=f"delete it (`git rm {path}`), ask {name} to run `devsecrets init` again and "
+            f"push; or pass their public key: `devsecrets recipients add {name} KEY`",
+        )
     raise RecipientError(
         f"no join request from {name!r} in {store.root / REQUESTS_DIR}",
         hint=f"ask {name} to run `devsecrets init` and push, then pull; "
