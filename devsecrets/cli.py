@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from devsecrets import __version__
-from devsecrets.errors import EXIT_OK, DevsecretsError, error_lines
+from devsecrets.errors import EXIT_OK, DevsecretsError, UsageProblem, error_lines
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -331,7 +331,8 @@ def set_(
     length: int,
     alphabet: str,
 ) -> None:
-    """Store a secret. On a terminal, asks for the value twice without showing it.
+    """Store a secret. On a terminal, asks for the value twice without showing it (entries
+    that differ store nothing; an empty entry stores an empty value, as stdin would).
 
     Otherwise the value comes from --from-file, --generate or stdin, as exact bytes (a
     trailing newline is kept). Never type a value on the command line: it stays in your
@@ -370,15 +371,26 @@ def set_(
         elif from_files:
             value = _read_file(from_files[0], from_files[0])
         elif sys.stdin.isatty():
-            value = click.prompt(
-                f"value for {name}", hide_input=True, confirmation_prompt=True
-            ).encode()
+            value = _typed_value(name)
         else:
             value = sys.stdin.buffer.read()
         values = {name: value}
     changed = store.write_many(values, app.identities())
     for key, value in values.items():
         _say(f"{key}: {'stored' if changed[key] else 'unchanged'} ({len(value)} bytes)")
+
+
+def _typed_value(name: str) -> bytes:
+    """The value typed on a terminal, hidden, asked twice; an empty one is stored as from a
+    pipe (empty); two that differ store nothing (one line, exit 1)."""
+    first = click.prompt(f"value for {name}", hide_input=True, default="", show_default=False)
+    again = click.prompt("again, to confirm", hide_input=True, default="", show_default=False)
+    if first != again:
+        raise DevsecretsError(
+            "the two values typed do not match; nothing stored",
+            hint=f"run `devsecrets set {name}` again, or pipe the value in",
+        )
+    return str(first).encode()
 
 
 def _named_files(items: tuple[str, ...]) -> dict[str, bytes]:
@@ -657,7 +669,10 @@ def recipients_approve(app: App, yes: bool) -> None:
     _note(review)
     if not yes:
         if not sys.stdin.isatty():
-            raise click.UsageError("not on a terminal: pass --yes to approve")
+            raise UsageProblem(
+                "not on a terminal: nothing approved",
+                hint="review the keys above, then `devsecrets recipients approve --yes`",
+            )
         if not click.confirm("encrypt every secret to them from now on?", err=True):
             raise DevsecretsError("nothing approved")
     approvals.accept(members)

@@ -159,7 +159,12 @@ def test_a_silent_recipient_is_refused_by_every_command_that_encrypts(
     # approving is a person's decision, on a terminal or with --yes
     result = alice.run("recipients", "approve")
     assert result.exit_code == 2
-    assert "--yes" in result.stderr
+    assert "devsecrets: error: not on a terminal: nothing approved\n" in result.stderr
+    assert (
+        "devsecrets: hint: review the keys above, then `devsecrets recipients approve --yes`"
+        in (result.stderr)
+    )
+    assert "Usage:" not in result.stderr and "Error:" not in result.stderr
     assert alice.run("set", "db_password", input=CANARY).exit_code == 1
 
 
