@@ -145,6 +145,7 @@ def run_with_secrets(
     wanted = {validate_name(n): n for n in names}
     if not wanted:
         wanted = stack_secrets(options, cwd, env, store)
+    variables_for(list(wanted))  # two names for one variable: refused before any value is read
     values = {key: store.read_value(name, identities_factory()) for key, name in wanted.items()}
     say(f"{len(values)} secret file(s): {', '.join(sorted(values)) or 'none'}")
     return run(command, values, env, cwd, root)

@@ -273,3 +273,28 @@ def test_an_empty_secret_is_refused_before_anything_runs(alice: User, tmp_path: 
     assert "hint: give it a value with `devsecrets set x`" in result.stderr
     assert not marker.exists()
     assert not any(runtime_dir.glob("run-*"))
+
+
+def test_two_names_for_one_variable_are_refused_before_anything_is_read(
+    alice: User, tmp_path: Path, runtime_dir, monkeypatch: pytest.MonkeyPatch
+):
+    alice.run("set", "a-b", input=CANARY)
+    alice.run("set", "a_b", input=CANARY)
+    read: list[str] = []
+    from devsecrets.store import Store
+
+    original = Store.read_value
+    monkeypatch.setattr(
+        Store, "read_value", lambda self, name, ids: read.append(name) or original(self, name, ids)
+    )
+    marker = tmp_path / "ran"
+    env = {"DEVSECRETS_RUNTIME_DIR": str(runtime_dir)}
+    result = alice.run(
+        "run", "--secret", "a-b", "--secret", "a_b", "--", "touch", str(marker), env=env
+    )
+    assert result.exit_code == 2
+    assert "secrets 'a-b' and 'a_b' would both be A_B_FILE" in result.stderr
+    assert "secret file(s)" not in result.stderr  # it named files it then never made
+    assert read == []
+    assert not marker.exists()
+    assert not any(runtime_dir.glob("run-*"))
