@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets as _random
 import subprocess
@@ -391,7 +392,10 @@ def _tracked_secret_files(stack: _Stack, tracked: list[Path], report: Report) ->
             report.add(
                 "plaintext-tracked",
                 f"secret {key}: its plaintext file {source.file} is tracked by git",
-                f"`devsecrets import` stores it, then `git rm --cached {source.file}`; "
+                f"`git rm --cached {source.file}` and commit (it is deleted here but still in "
+                "git); rotate it if it was ever pushed"
+                if not os.path.lexists(path)
+                else f"`devsecrets import` stores it, then `git rm --cached {source.file}`; "
                 "rotate it if it was ever pushed",
                 secret=key,
                 where=str(source.file),

@@ -1439,11 +1439,18 @@ def import_cmd(
     for entry in importer.ignore_in_git(plaintext, project_dir):
         _say(f"added {entry} to .gitignore")
     shown = ", ".join(str(p) for p in plaintext)
+    tracked = importer.tracked_in_git(plaintext, project_dir)
     if delete or yes or (sys.stdin.isatty() and click.confirm(f"delete {shown}?", err=True)):
         for path in importer.delete_plaintext(plaintext):
             _say(f"deleted {path}")
     else:
-        _say(f"kept {shown}; delete them yourself, or run again with --delete")
+        them = "them" if len(plaintext) > 1 else "it"
+        _say(f"kept {shown}; delete {them} yourself, or run again with --delete")
+    for path in tracked:
+        _say(
+            f"{path} is tracked by git: `git rm --cached {path}` and commit; "
+            "rotate the secret if it was ever pushed"
+        )
 
 
 def _remove_from_dotenv(
@@ -1464,7 +1471,8 @@ def _remove_from_dotenv(
         for key in importer.remove_dotenv_keys(env_file, removable):
             _say(f"removed {key} from {env_file.name}")
     else:
-        _say(f"kept {shown} in {env_file.name}; remove them yourself, or run again with --yes")
+        them = "them" if len(removable) > 1 else "it"
+        _say(f"kept {shown} in {env_file.name}; remove {them} yourself, or run again with --yes")
 
 
 # -- plumbing --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -134,7 +135,13 @@ def stack_secrets(need: Needs) -> StackSecrets:
             left.append(f"{key}: from its secret driver")
         elif secret.kind is SourceKind.FILE:
             left.append(f"{key}: from file {secret.file}")
-            if secret.in_store:
+            if secret.in_store and secret.file and not os.path.lexists(secret.file):
+                warnings.append(
+                    f"secret {key} is stored, but the stack still declares it `file: "
+                    f"{secret.file}`, which does not exist (imported and deleted?): the deploy "
+                    "would fail; declare it `external: true` to deploy the store's value"
+                )
+            elif secret.in_store:
                 warnings.append(
                     f"secret {key} comes from file {secret.file} in the stack: the swarm gets "
                     f"that file, not the store's value (declare it `external: true` instead)"

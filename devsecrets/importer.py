@@ -272,6 +272,20 @@ def ignore_in_git(paths: Sequence[Path], project_dir: Path) -> list[str]:
     return added
 
 
+def tracked_in_git(paths: Sequence[Path], project_dir: Path) -> list[Path]:
+    """The paths git tracks (in its index): deleting the file leaves it there."""
+    tracked = []
+    for path in paths:
+        listed = subprocess.run(
+            ["git", "-C", str(project_dir), "ls-files", "--error-unmatch", "--", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        if listed.returncode == 0:
+            tracked.append(path)
+    return tracked
+
+
 def require_some(sources: Sequence[Source], stack_error: StackError | None) -> None:
     if sources:
         return

@@ -206,6 +206,23 @@ def test_store_backed_external_secrets_are_managed_the_rest_is_left():
     assert any("cert" in w and "file" in w for w in found.warnings)
 
 
+def test_a_stored_file_secret_whose_file_is_gone_is_named_so(tmp_path):
+    there = tmp_path / "there.txt"
+    there.write_text("x")
+    gone = tmp_path / "api_key.txt"  # `devsecrets import --yes` deleted it
+    found = stack_secrets(
+        needs(
+            read_model(model({"a": {"file": str(there)}, "b": {"file": str(gone)}})),
+            {"a", "b"},
+        )
+    )
+    [present, missing] = found.warnings
+    assert present.startswith("secret a comes from file")
+    assert missing.startswith(f"secret b is stored, but the stack still declares it `file: {gone}`")
+    assert "does not exist" in missing and "external: true" in missing
+    assert "comes from file" not in missing
+
+
 def test_environment_secrets_are_refused_before_anything_is_created():
     with pytest.raises(DeployError, match="environment"):
         stack_secrets(needs(read_model(model({"e": {"environment": "E"}})), set()))

@@ -3,6 +3,7 @@ store, reported by name; plaintext deleted only when confirmed; .gitignore updat
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -55,6 +56,31 @@ def test_stack_files_are_imported_ignored_and_deleted(plain: User):
     assert not (plain.project / "secrets" / "api_key.txt").exists()
     ignored = (plain.project / ".gitignore").read_text()
     assert "/secrets/db_password.txt\n" in ignored and "/secrets/api_key.txt\n" in ignored
+
+
+def test_a_tracked_plaintext_file_is_named_with_git_rm_cached(plain: User):
+    (plain.project / "secrets" / "api_key.txt").unlink()
+    write_stack(
+        plain.project,
+        "busybox",
+        {"api": {"secrets": ["db_password"]}},
+        {"secrets": {"db_password": {"file": "./secrets/db_password.txt"}}},
+    )
+    subprocess.run(["git", "-C", str(plain.project), "add", "secrets"], check=True)
+    code, out = run_import(plain)
+    assert code == 0, out
+    assert "delete it yourself" in out  # one file
+    tracked = plain.project / "secrets" / "db_password.txt"
+    assert f"{tracked} is tracked by git: `git rm --cached {tracked}` and commit" in out
+    code, out = run_import(plain, "--yes")
+    assert f"deleted {tracked}" in out
+    assert "`git rm --cached" in out  # deleted here, still in git's index
+    checked = devsecrets(["check", "--json"], cwd=plain.project, env=plain.subprocess_env())
+    [finding] = [
+        f for f in json.loads(checked.stdout)["findings"] if f["code"] == "plaintext-tracked"
+    ]
+    assert finding["hint"].startswith(f"`git rm --cached {tracked}` and commit")
+    assert "devsecrets import" not in finding["hint"]
 
 
 def test_without_delete_and_no_terminal_the_files_stay(plain: User):

@@ -56,7 +56,13 @@ def test_joining_approving_reading_and_being_removed(tmp_path, bare, alice: Pers
     assert "devsecrets recipients add carol" in result.stderr
     assert "git add" in result.stderr
     assert "carol" not in (carol.user.store / "recipients.yaml").read_text()  # asked, not added
-    assert carol.run("get", "db_password").exit_code == 1
+    refused = carol.run("get", "db_password")
+    assert refused.exit_code == 1
+    assert (
+        "hint: your join request is requests/carol.pub: commit and push it, ask a member to "
+        "run `devsecrets recipients add carol` and push, then pull" in refused.stderr
+    )
+    assert "YOU KEY" not in refused.stderr
     carol.commit_all("carol asks to join")
     carol.git("push", "-q")
 

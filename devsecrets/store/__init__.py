@@ -347,10 +347,28 @@ class Store:
                 f"none of your identities can open {where}; "
                 f"yours: {describe_identities(identities)}; its recipients: "
                 f"{', '.join(self._member_names(doc, self.recipients())) or 'none'}",
-                hint="send a member your public key (`devsecrets whoami`) and ask them to run "
-                "`devsecrets recipients add YOU KEY`, or run `devsecrets init` to request access",
+                hint=self._no_access_hint(identities),
             )
         return opened
+
+    def _no_access_hint(self, identities: Identities) -> str:
+        """After `init` recorded a join request for one of our keys, the exact command a member
+        runs; else how to ask for access."""
+        from devsecrets.store import join
+
+        mine = {p.strip() for p in identities.public if p}
+        for request in join.requests(self):
+            if request.key in mine:
+                return (
+                    f"your join request is {join.REQUESTS_DIR}/{request.name}.pub: commit and "
+                    "push it, "
+                    f"ask a member to run `devsecrets recipients add {request.name}` and push, "
+                    "then pull"
+                )
+        return (
+            "send a member your public key (`devsecrets whoami`) and ask them to run "
+            "`devsecrets recipients add YOU KEY`, or run `devsecrets init` to request access"
+        )
 
     def read(self, name: str, identities: Identities) -> Secret:
         opened = self._open(name, identities)
