@@ -1156,7 +1156,9 @@ def _readable_values(app: App) -> dict[str, bytes]:
     help="Stack file (repeatable).",
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Print the plan (create/reuse/prune); change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (create/reuse/prune); change nothing (still needs a swarm manager).",
 )
 @click.option("--prune-only", is_flag=True, help="Only remove unused versions; deploy nothing.")
 @click.option(
