@@ -42,6 +42,7 @@ _WITH_VALUE = frozenset(
 RESTART_GRACE = 2.0  # how long a stopped service may take to come back from a restart
 STOP_GRACE = 15.0  # how long compose may take to stop after a stop signal: its own 10 s, +5
 STOP_TIMEOUT = 60.0  # `compose stop` after a stop signal, at most
+SETTLE = 1.0  # after a stop: how long a container start still under way takes to show
 # compose's docker CLI dies on SIGHUP/SIGQUIT and leaves its plugin running (see Child)
 _FORWARD: dict[int, int] = {signal.SIGHUP: signal.SIGTERM, signal.SIGQUIT: signal.SIGTERM}
 
@@ -201,8 +202,20 @@ def run(
     if stop is not None:
         # as compose up does on Ctrl-C: what this up started stops (also when the signal cut
         # compose short, or came while we followed re-attached logs)
-        running = running_services(project, session.env) or set()
+        _stop_ours(session, services, report)
+        code = 128 + stop  # whatever compose made of it (130, 2 after a goroutine dump)
+    return code
+
+
+def _stop_ours(session: Session, services: tuple[str, ...], report: Report) -> None:
+    """Stop the project's running services (ours of them), then look again after a moment:
+    a start the engine had under way when a signal killed compose (SIGHUP, SIGQUIT) shows up
+    only then, and must not outlive the wipe."""
+    for round_ in range(3):
+        running = running_services(session.model.project, session.env) or set()
         alive = running if not services else running & set(services)
+        if not alive and round_ > 0:
+            return
         if alive:
             try:
                 subprocess.run(
@@ -211,8 +224,7 @@ def run(
                 )  # fmt: skip
             except (OSError, subprocess.TimeoutExpired) as e:  # release() then keeps them
                 report(f"compose stop failed: {e.__class__.__name__}")
-        code = 128 + stop  # whatever compose made of it (130, 2 after a goroutine dump)
-    return code
+        time.sleep(SETTLE)
 
 
 def _now() -> str:
