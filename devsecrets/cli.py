@@ -25,10 +25,7 @@ if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
     from devsecrets.deploy import Confirm, Plan
     from devsecrets.keys import Identities
-    from devsecrets.live import LiveStack
-    from devsecrets.mask import Masker
-    from devsecrets.session import Session
-    from devsecrets.stack import Policy, StackModel
+    from devsecrets.stackops import StackContext
     from devsecrets.store import Progress, Store
     from devsecrets.store.trust import Approvals, Review
     from devsecrets.swarm import Target
@@ -838,39 +835,17 @@ def _speller(app: App, kwargs: Mapping[str, Any]) -> Callable[[str, str], str]:
     return lambda command, project: _command(app, kwargs, command, project)
 
 
-def _prepare(
-    app: App,
-    kwargs: Mapping[str, Any],
-    *,
-    validate: bool = True,
-    running: bool = False,
-    building: bool = False,
-) -> Session:
-    """Materialize and render. The stack's on-change policies are read with the stack (and
-    the command line's parsed by the caller), so bad ones fail before anything is written.
-    With `running`, a project none of whose containers runs is refused before that too."""
-    from devsecrets.foreground import require_running
-    from devsecrets.pipeline import prepare
+def _stack(app: App, kwargs: Mapping[str, Any]) -> StackContext:
+    """Where a stack command runs: compose's flags and the engine options, parsed."""
+    from devsecrets.stackops import StackContext, StackOptions
 
-    def check(model: StackModel) -> None:
-        if running:
-            start = _command(app, kwargs, "up -d", model.project)
-            require_running(model.project, app.env, start)
-
-    return prepare(
-        _options(kwargs),
-        app.cwd,
-        app.env,
-        app.store,
-        app.identities,
+    options = StackOptions(
+        compose=_options(kwargs),
         allow_disk=kwargs["allow_disk"],
-        warn=_warn,
-        validate=validate,
-        engine_mode_flag=kwargs.get("engine_mode"),
+        engine_mode=kwargs.get("engine_mode"),
         helper_image=kwargs.get("helper_image"),
-        check=check,
-        building=building,
     )
+    return StackContext(options, app.cwd, app.env, app.store, app.identities)
 
 
 def no_mask_option(command: F) -> F:
@@ -888,19 +863,6 @@ def on_change_option(command: F) -> F:
         help="What SERVICE does when one of its secrets changes: none (default), restart, "
         "or a signal such as SIGHUP. Overrides x-devsecrets in the stack file. Repeatable.",
     )(command)
-
-
-def _live(app: App, session: Session, on_change: Mapping[str, Policy]) -> LiveStack:
-    from devsecrets.live import LiveStack
-
-    return LiveStack(session, app.store(), app.identities(), on_change, report=_say)
-
-
-def _redeploy(app: App, session: Session, on_change: Mapping[str, Policy]) -> Callable[[], None]:
-    """What a re-run of up applies over containers an earlier run left (Swarm's model)."""
-    from devsecrets.live import redeploy
-
-    return lambda: redeploy(session, app.store(), app.identities(), on_change, _say)
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -985,23 +947,9 @@ def build(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwargs: A
       devsecrets build --no-cache api
       devsecrets up --build            # the same secrets when up builds
     """
-    return _build(app, kwargs, compose_args, no_mask)
+    from devsecrets.stackops import build_stack
 
-
-def _build(app: App, kwargs: Mapping[str, Any], args: tuple[str, ...], no_mask: bool) -> int:
-    """`build` and `compose build`: the build secrets on tmpfs, compose's output masked."""
-    from devsecrets.pipeline import build_images, wiped_on_error
-    from devsecrets.process import plaintext_guard
-
-    with plaintext_guard():  # a stop signal from here on wipes what was written
-        session = _prepare(app, kwargs, validate=False, building=True)
-        with wiped_on_error(session, detached=True):  # only what this build wrote
-            if session.choice is not None:
-                _say(session.choice.line())
-            names = ", ".join(f.key for f in session.layout.build.files) or "none"
-            _say(f"build secrets: {names}")
-            masker = None if no_mask else _masker(lambda: session.values)
-        return build_images(session, args, masker)
+    return build_stack(_stack(app, kwargs), compose_args, mask=not no_mask, say=_say, warn=_warn)
 
 
 @cli.command()
@@ -1019,22 +967,12 @@ def watch(app: App, /, on_change: tuple[str, ...], **kwargs: Any) -> int:
     The project is found as compose finds it (-p, COMPOSE_PROJECT_NAME, the directory); if
     none of its containers runs, watch says so and decrypts nothing.
     """
-    from devsecrets.live import parse_cli_policies, start_watching
-    from devsecrets.process import plaintext_guard, stop_signals
+    from devsecrets.live import parse_cli_policies
+    from devsecrets.stackops import watch_stack
 
     policies = parse_cli_policies(on_change)
-    with plaintext_guard():  # a stop signal before the watch begins ends it too (128+N)
-        session = _prepare(app, kwargs, running=True)
-        live = _live(app, session, policies)
-        live.catch_up()
-        with stop_signals() as wait:
-            stop = start_watching(live)
-            _say(f"watching {live.store.root} and the stack files; Ctrl-C to stop")
-            try:
-                signum = wait()
-            finally:
-                stop()
-    return 128 + signum
+    spell = _speller(app, kwargs)
+    return watch_stack(_stack(app, kwargs), policies, say=_say, warn=_warn, spell=spell)
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -1065,16 +1003,13 @@ def render(app: App, /, to_stdout: bool, check: bool, **kwargs: Any) -> None:
     `devsecrets down`. compose checks the override itself when you use it; --check runs that
     check now (a second `docker compose config`).
     """
-    from devsecrets.process import plaintext_guard
+    from devsecrets.stackops import render_stack
 
-    with plaintext_guard():  # interrupted before the end: nothing is left behind
-        session = _prepare(app, kwargs, validate=check)
-    if session.choice is not None:
-        _say(session.choice.line())
+    override = render_stack(_stack(app, kwargs), check=check, say=_say, warn=_warn)
     if to_stdout:
-        click.echo(session.override.read_text(), nl=False)
+        click.echo(override.read_text(), nl=False)
     else:
-        click.echo(str(session.override))
+        click.echo(str(override))
 
 
 @cli.command("compose", context_settings={**PASSTHROUGH, "allow_interspersed_args": False})
@@ -1100,49 +1035,10 @@ def compose_cmd(app: App, /, compose_args: tuple[str, ...], no_mask: bool, **kwa
     `compose up` in the foreground wipes the secrets when compose exits, like `up --no-watch`;
     `compose up [-d]` over running containers applies what changed as `up` does.
     """
-    from devsecrets import compose
-    from devsecrets.pipeline import run_passthrough, start_stack
-    from devsecrets.process import plaintext_guard
+    from devsecrets.stackops import compose_passthrough
 
-    if compose_args[0] == "up":  # like `devsecrets up --no-watch`: wiped when it ends
-        with plaintext_guard():
-            session = _prepare(app, kwargs, validate=False)
-            masker = None if no_mask else _masker(lambda: session.values)
-            redeploy = _redeploy(app, session, {})  # Swarm's model, as `up` applies it
-            return start_stack(session, compose_args[1:], masker=masker, redeploy=redeploy)
-    if compose_args[0] == "build":  # the build secrets from the store, as `devsecrets build`
-        return _build(app, kwargs, compose_args[1:], no_mask)
-    if compose_args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first
-        with plaintext_guard():
-            session = _prepare(app, kwargs)
-        return compose.run(session.argv(compose_args), app.env, app.cwd)
-    masker = None
-    if compose_args[0] == "logs" and not no_mask:
-        values = _readable_values(app)
-        masker = _masker(lambda: values)
-    return run_passthrough(_options(kwargs), app.cwd, app.env, compose_args, masker)
-
-
-def _masker(values: Callable[[], Mapping[str, bytes]]) -> Masker:
-    from devsecrets.mask import Masker
-
-    return Masker(values)
-
-
-def _readable_values(app: App) -> dict[str, bytes]:
-    """Every value this user can decrypt, for masking; unreadable ones are skipped."""
-    values: dict[str, bytes] = {}
-    try:
-        store = app.store()
-        names = store.names()
-    except DevsecretsError:
-        return values
-    for name in names:
-        try:
-            values[name] = store.read(name, app.identities()).value
-        except DevsecretsError:
-            continue
-    return values
+    stack = _stack(app, kwargs)
+    return compose_passthrough(stack, compose_args, mask=not no_mask, say=_say, warn=_warn)
 
 
 @cli.command(context_settings=PASSTHROUGH)
@@ -1264,11 +1160,6 @@ def _plan_lines(plan: Plan, prune_only: bool) -> list[str]:
     lines += [f"keep    {s.name}  (unused, --keep)" for s in plan.keep]
     lines += [f"left    {line}  (docker stack deploy)" for line in plan.left]
     return lines or ["nothing to do"]
-
-
-# compose commands that create or start containers, which need the secrets on tmpfs; all
-# others (ps, logs, exec, stop, kill…) only need the override, if there is one.
-STARTS_CONTAINERS = frozenset({"up", "start", "restart", "run", "create"})
 
 
 @cli.command("run", context_settings={"allow_interspersed_args": False})
