@@ -315,7 +315,11 @@ def _remember(key: str, out: bytes, root: Path) -> None:
     try:
         text = out.decode()
         entries = {k: v for k, v in _entries(root).items() if k != key}
-        kept = dict(list(entries.items())[-(_MAX_ENTRIES - 1) :])
+        kept: dict[str, object] = {}
+        for k, v in list(entries.items())[-(_MAX_ENTRIES - 1) :]:
+            slim = needed(v.encode()) if isinstance(v, str) else None
+            if slim is not None:  # an entry an older version wrote whole is slimmed too
+                kept[k] = slim.decode()
         kept[key] = text
         data = json.dumps(kept).encode()
         if len(data) > _MAX_SIZE:

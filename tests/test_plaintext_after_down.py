@@ -74,3 +74,16 @@ def test_an_interpolated_value_is_gone_from_the_runtime_root_after_down(
         compose_down(name, project)
     assert down.returncode == 0, down.stderr.decode()
     assert files_with(CANARY, root) == []
+
+    # an entry an older devsecrets cached whole is slimmed by the next run that caches
+    cache = root / CACHE_FILE
+    entries = json.loads(cache.read_bytes())
+    whole = {"name": "old", "services": {"app": {"environment": {"K": CANARY.decode()}}}}
+    entries["0" * 64] = json.dumps(whole)
+    cache.write_text(json.dumps(entries))
+    env["COMPOSE_PROJECT_NAME"] = project_name()  # another key: a miss, so a write
+    rendered = devsecrets(["render", "--stdout"], cwd=project, env=env)
+    assert rendered.returncode == 0, rendered.stderr.decode()
+    devsecrets(["down"], cwd=project, env=env)
+    assert files_with(CANARY, root) == []
+    assert "0" * 64 in json.loads(cache.read_bytes())  # kept, without the value
