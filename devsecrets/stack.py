@@ -100,6 +100,7 @@ def read_model(config: Mapping[str, Any]) -> StackModel:
     if not isinstance(project, str) or not project:
         raise StackError("compose config gave no project name")
     secrets = _mapping(config.get("secrets"), "secrets")
+    _refuse_invalid_names(secrets)
     sources = {
         key: _source(key, _mapping(spec, f"secret {key!r}")) for key, spec in secrets.items()
     }
@@ -208,6 +209,26 @@ def _source(key: str, spec: Mapping[str, Any]) -> SecretSource:
         # compose names file secrets <project>_<key>; the store entry is the compose key
         return SecretSource(key, SourceKind.FILE, key, file=spec["file"])
     raise StackError(f"secret {key!r} has no file, environment or external source")
+
+
+def _refuse_invalid_names(secrets: Mapping[str, Any]) -> None:
+    """Every external or driver secret whose name no store entry can have, in one error."""
+    from devsecrets.store import _is_valid_name
+
+    bad = [
+        (key, str(spec.get("name") or key))
+        for key, spec in sorted(secrets.items())
+        if isinstance(spec, dict) and (spec.get("external") or spec.get("driver"))
+    ]
+    bad = [(key, name) for key, name in bad if not _is_valid_name(name)]
+    if len(bad) > 1:
+        names = ", ".join(f"{key!r} ({name[:80]!r})" for key, name in bad)
+        raise StackError(
+            f"secrets {names} have names that are not valid secret names; "
+            "the store cannot hold them",
+            hint="use 1-64 letters, digits, '-', '_' or '.', starting and ending with a "
+            "letter or digit (Swarm's rule)",
+        )
 
 
 def _store_name(key: str, name: Any) -> str:

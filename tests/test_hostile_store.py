@@ -350,7 +350,10 @@ def test_an_external_name_no_store_entry_can_have_is_named_invalid(name: str):
     assert caught.value.hint
 
 
-def test_a_stack_with_invalid_external_names_fails_in_one_line(stored: User, monkeypatch):
+@pytest.mark.docker
+def test_a_stack_with_invalid_external_names_fails_in_one_line(
+    stored: User, monkeypatch, docker_engine: str
+):
     stack = stored.project / "docker-stack.yml"
     stack.write_text(
         "services:\n  app:\n    image: x\n    network_mode: none\n    secrets: [a]\n"
@@ -359,3 +362,13 @@ def test_a_stack_with_invalid_external_names_fails_in_one_line(stored: User, mon
     monkeypatch.chdir(stored.project)
     err = one_line_failure(stored.run("render", "--stdout"))
     assert "secret 'a' has name '../recipients', which is not a valid secret name" in err
+
+
+def test_several_invalid_external_names_are_named_in_one_error():
+    config = _model([{"source": "a"}, {"source": "b"}])
+    config["secrets"]["a"] = {"external": True, "name": "../recipients"}
+    config["secrets"]["b"] = {"external": True, "name": "../../etc/shadow"}
+    with pytest.raises(StackError, match="not valid secret names") as caught:
+        read_model(config)
+    assert "'../recipients'" in caught.value.message
+    assert "'../../etc/shadow'" in caught.value.message
