@@ -96,6 +96,8 @@ def main() -> None:
             for mode, proc in procs.items():
                 proc.send_signal(signal.SIGTERM)
                 said[mode] = proc.communicate(timeout=60)[1].decode(errors="replace")
+                down = [*devsecrets, "down", "-t", "0"]  # the stopped containers too
+                subprocess.run(down, cwd=Path(tmp) / mode, env=envs[mode], capture_output=True)
     for mode in modes:
         line = next((ln for ln in said[mode].splitlines() if " mode: " in ln), "")
         print(f"  {mode}: {line.removeprefix('devsecrets: ')[:110]}")
