@@ -137,8 +137,11 @@ class Child:
                 except subprocess.TimeoutExpired:
                     process.kill_tree(self._child)
             self._child = None
+            # the output pipes close when compose ends; after a stop signal, a compose plugin
+            # its docker CLI left running (a signal that killed the CLI first) holds them
+            # until the containers are stopped below: do not wait for it here
             for thread in threads:
-                thread.join(timeout=10)
+                thread.join(timeout=10 if self.stop is None else 1)
 
     def _wait(self, child: subprocess.Popen[bytes]) -> int:
         """The child's exit code; once a stop signal came, at most STOP_GRACE more seconds
