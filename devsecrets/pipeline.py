@@ -328,15 +328,17 @@ def start_stack(
         if code != 0 and session.created_dir:
             wipe(session.project_dir, session.model.project, session.env)
         return code
-    from devsecrets import foreground
-
     say = report or (lambda line: None)
-    try:  # a stop signal while the state is written wipes too
+    try:  # a stop signal while foreground loads or the state is written wipes too
+        from devsecrets import foreground
+
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
         if redeploy is not None:
             redeploy()
         return foreground.run(session, args, while_running, say, masker)
     finally:
+        from devsecrets import foreground  # loaded by now, or loaded here: the release must run
+
         foreground.release(
             session,
             say,
