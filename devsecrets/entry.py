@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if argv is None and _command(args) in HOLDS_PLAINTEXT:
+    name = _command(args) if argv is None else None  # only the console script's own process
+    if name in HOLDS_PLAINTEXT:
         _stop_signals_not_ignored()
-    if argv is None and _command(args) in ("up", "render"):
+    if name in ("up", "render"):
         from devsecrets import configcache
 
         configcache.prestart(args)  # compose config runs while the rest is imported
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         code = guarded(command, debug=os.environ.get("DEVSECRETS_DEBUG") == "1")
     if "devsecrets.configcache" in sys.modules:
         sys.modules["devsecrets.configcache"].discard()
-    if argv is None and (command is not None or _command(args) in FAST_EXIT):
+    if argv is None and (command is not None or name in FAST_EXIT):
         _fast_exit(code)  # the console script, a process of its own, after a command checked
     return code
 
