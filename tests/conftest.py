@@ -615,6 +615,22 @@ def compose_down(project: str, cwd: Path) -> None:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
 
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, alice: User, docker_engine: str, runtime_dir: Path):
+    """A one-service stack (`api` with `db_password`, holding the test module's CANARY), run in
+    `runtime_dir`: yields (env, project name); the project's containers are removed after."""
+    name = project_name()
+    write_stack(alice.project, docker_engine, {"api": {"secrets": ["db_password"]}})
+    alice.run("set", "db_password", input=request.module.CANARY)
+    env = {
+        **alice.subprocess_env(),
+        "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
+        "COMPOSE_PROJECT_NAME": name,
+    }
+    yield env, name
+    compose_down(name, alice.project)
+
+
 def devsecrets(
     args: list[str],
     *,

@@ -17,13 +17,10 @@ import pytest
 from conftest import (
     Lines,
     User,
-    compose_down,
     devsecrets,
     devsecrets_cmd,
     project_containers,
-    project_name,
     start_foreground_up,
-    write_stack,
 )
 
 from devsecrets.process import descendants
@@ -228,20 +225,6 @@ def test_edit_stops_on_a_signal_its_parent_ignored_once_the_editor_runs(
 
 
 # -- up and watch (a real engine) ---------------------------------------------------------------
-
-
-@pytest.fixture
-def stack(alice: User, docker_engine: str, runtime_dir: Path):
-    name = project_name()
-    write_stack(alice.project, docker_engine, {"api": {"secrets": ["db_password"]}})
-    alice.run("set", "db_password", input=CANARY)
-    env = {
-        **alice.subprocess_env(),
-        "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
-        "COMPOSE_PROJECT_NAME": name,
-    }
-    yield env, name
-    compose_down(name, alice.project)
 
 
 @pytest.mark.docker

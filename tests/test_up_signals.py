@@ -25,20 +25,6 @@ pytestmark = pytest.mark.docker
 CANARY = b"canary-upsig-77a0"
 
 
-@pytest.fixture
-def stack(alice: User, docker_engine: str, runtime_dir: Path):
-    name = project_name()
-    write_stack(alice.project, docker_engine, {"api": {"secrets": ["db_password"]}})
-    alice.run("set", "db_password", input=CANARY)
-    env = {
-        **alice.subprocess_env(),
-        "DEVSECRETS_RUNTIME_DIR": str(runtime_dir),
-        "COMPOSE_PROJECT_NAME": name,
-    }
-    yield env, name
-    compose_down(name, alice.project)
-
-
 def leftovers(runtime_dir: Path) -> list[str]:
     """Every file under the runtime root that holds the canary."""
     if not runtime_dir.exists():
