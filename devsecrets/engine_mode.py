@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,6 +156,22 @@ def read_answer(
         )
     lines = text.strip().splitlines()
     return False, (lines[0][:120] if lines else f"exit {code}")
+
+
+def rootless_as_me(env: Mapping[str, str]) -> bool:
+    """Whether the engine is a rootless one that this (non-root) user runs: its unix socket is
+    ours, and a non-root user's dockerd is a rootless one. It runs in rootlesskit's user
+    namespace, where our uid and gid are 0, so its containers see our files as 0:0."""
+    if os.geteuid() == 0:
+        return False
+    host, _ = endpoint(env)
+    if not host.startswith("unix://"):
+        return False
+    try:
+        info = os.stat(host.removeprefix("unix://"))
+    except OSError:
+        return False
+    return stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid()
 
 
 def endpoint(env: Mapping[str, str]) -> tuple[str, bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +37,31 @@ class Written:
     changed: bool
 
 
-def owner_warnings(layout: Layout) -> list[str]:
-    """When we cannot chown (not root), say which grants will not get their exact uid/gid."""
+def owner_warnings(layout: Layout, rootless: Callable[[], bool] = lambda: False) -> list[str]:
+    """When we cannot chown (not root), say which grants will not get their exact uid/gid.
+
+    `rootless()` (asked only when some grant is not ours): the engine is a rootless one run
+    by this user. It maps our uid and gid to 0 in its containers, so what they see of our
+    files is 0:0, which is exact for a grant with the default owner."""
     if os.geteuid() == 0:
         return []
     uid, gid = str(os.getuid()), str(os.getgid())
+    grants = [(s.service, f.grant) for s in layout.services for f in s.files]
+    if all((g.uid, g.gid) == (uid, gid) for _, g in grants):
+        return []
+    if rootless():
+        return [
+            f"service {service}: {g.target} wants uid:gid {g.uid}:{g.gid}; a rootless engine "
+            "shows your files to its containers as 0:0 (the mode is exact); "
+            "--engine-mode engine gives the exact owner"
+            for service, g in grants
+            if (g.uid, g.gid) != ("0", "0")
+        ]
     return [
-        f"service {s.service}: {f.grant.target} wants uid:gid {f.grant.uid}:{f.grant.gid}; "
+        f"service {service}: {g.target} wants uid:gid {g.uid}:{g.gid}; "
         f"as a non-root user devsecrets can only give {uid}:{gid} (the mode is exact)"
-        for s in layout.services
-        for f in s.files
-        if (f.grant.uid, f.grant.gid) != (uid, gid)
+        for service, g in grants
+        if (g.uid, g.gid) != (uid, gid)
     ]
 
 

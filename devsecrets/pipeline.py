@@ -253,7 +253,7 @@ def _prepare_dir(
         if engine is not None:  # its mountpoint, checked while the values were written
             engine = engine_store.confirm(engine)
         if engine is None:
-            for line in materialize.owner_warnings(layout):
+            for line in materialize.owner_warnings(layout, lambda: engine_mode.rootless_as_me(env)):
                 warn(line)
         bind_root = project_dir if engine is None else Path(str(engine.data_dir))
         override, blocks = publish_override(project_dir, layout, bind_root)

@@ -92,3 +92,42 @@ def test_non_root_says_which_grants_cannot_get_their_owner(monkeypatch, layout):
     assert len(warnings) == 3  # 0:0 twice and 1000:1001: none is the caller's 1000:1000
     assert any("/run/secrets/nested/token wants uid:gid 1000:1001" in w for w in warnings)
     assert all("the mode is exact" in w for w in warnings)
+
+
+def test_a_rootless_engine_of_ones_own_shows_ones_files_as_root(monkeypatch, layout):
+    from devsecrets import materialize as module
+
+    monkeypatch.setattr(module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(module.os, "getuid", lambda: 1000)
+    monkeypatch.setattr(module.os, "getgid", lambda: 1000)
+    warnings = module.owner_warnings(layout, lambda: True)
+    # the two 0:0 grants are exact there: only 1000:1001 is not
+    assert len(warnings) == 1
+    assert "/run/secrets/nested/token wants uid:gid 1000:1001" in warnings[0]
+    assert "as 0:0 (the mode is exact); --engine-mode engine gives the exact owner" in warnings[0]
+
+
+def test_only_a_socket_of_ones_own_is_a_rootless_engine_of_ones_own(monkeypatch, tmp_path):
+    import socket
+
+    from devsecrets import engine_mode
+
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        env = {"DOCKER_HOST": f"unix://{path}"}
+        if os.geteuid() == 0:
+            os.chown(path, 4321, 4321)
+        owner = os.stat(path).st_uid
+        monkeypatch.setattr(engine_mode.os, "geteuid", lambda: owner)
+        assert engine_mode.rootless_as_me(env)
+        monkeypatch.setattr(engine_mode.os, "geteuid", lambda: owner + 1)
+        assert not engine_mode.rootless_as_me(env)  # another user's engine
+        monkeypatch.setattr(engine_mode.os, "geteuid", lambda: 0)
+        assert not engine_mode.rootless_as_me(env)  # root chowns: nothing to say
+        monkeypatch.setattr(engine_mode.os, "geteuid", lambda: owner)
+        assert not engine_mode.rootless_as_me({"DOCKER_HOST": "ssh://me@box"})
+        assert not engine_mode.rootless_as_me({"DOCKER_HOST": f"unix://{tmp_path}/none"})
+        plain = tmp_path / "file"
+        plain.write_bytes(b"")
+        assert not engine_mode.rootless_as_me({"DOCKER_HOST": f"unix://{plain}"})
