@@ -20,12 +20,23 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, TEST_IMAGE, User, make_user, probe_secrets, project_name, write_stack
+from conftest import (
+    IN_CI,
+    TEST_IMAGE,
+    User,
+    make_user,
+    probe_secrets,
+    project_name,
+    wait_for,
+    write_stack,
+)
+from test_engine_mode import _peek, _peek_seen
 from test_leak_audit import files_containing, processes_containing
 
 import devsecrets as package
@@ -133,46 +144,41 @@ class Person:
             env["XDG_RUNTIME_DIR"] = str(self.engine.xdg)
         return {**env, **extra}
 
-    def devsecrets(
-        self, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[bytes]:
-        """`devsecrets ARGS` run as the user (uid, gid, no supplementary groups)."""
+    def command(self, *args: str) -> list[str]:
+        """The argv that runs `devsecrets ARGS` as the user (uid, gid, no other groups)."""
         self.give()
+        engine = self.engine
         argv = [sys.executable, "-m", "devsecrets", *args]
-        engine, cwd, env = self.engine, self.user.project, env or self.env()
+        become = ["setpriv", f"--reuid={engine.uid}", f"--regid={engine.gid}", "--clear-groups"]
         hidden = _unreachable_prefix()
         if hidden is None:
-            return subprocess.run(
-                argv,
-                cwd=cwd,
-                env=env,
-                capture_output=True,
-                timeout=180,
-                user=engine.uid,
-                group=engine.gid,
-                extra_groups=[],
-            )
+            return [*become, *argv]
         # The interpreter is where the user cannot go: in a mount namespace of its own, the
         # closed directory is covered by an open tmpfs holding just the way to it.
+        return ["unshare", "--mount", "sh", "-c", _REVEAL, "sh", *map(str, hidden), *become, *argv]
+
+    def devsecrets(
+        self, *args: str, env: dict[str, str] | None = None, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            ["unshare", "--mount", "sh", "-c", _REVEAL, "sh", *map(str, hidden)]
-            + [str(engine.uid), str(engine.gid), *argv],
-            cwd=cwd,
-            env=env,
+            self.command(*args),
+            cwd=self.user.project,
+            env=env or self.env(),
+            input=input,
             capture_output=True,
             timeout=180,
         )
 
 
 _REVEAL = """set -e
-hidden=$1 keep=$2 uid=$3 gid=$4; shift 4
+hidden=$1 keep=$2; shift 2
 aside=$(mktemp -d)
 mount --rbind "$keep" "$aside"
 mount -t tmpfs -o mode=0755 tmpfs "$hidden"
 mkdir "$keep"
 mount --move "$aside" "$keep"
 rmdir "$aside"
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups "$@"
+exec "$@"
 """
 
 
@@ -345,6 +351,105 @@ def test_no_canary_on_the_engines_disk_and_down_leaves_nothing(person: Person, m
             assert files_containing(value, [data_root, runtime_root, person.base]) == []
             assert processes_containing(value) == []
             assert value not in up.stdout + up.stderr + down.stdout + down.stderr
+    finally:
+        person.devsecrets("down", *files, "-t", "0")
+        _remove(host, project)
+
+
+@pytest.mark.parametrize("mode", ["host", "engine"])
+def test_a_live_change_reaches_the_running_container(person: Person, mode: str) -> None:
+    values = _stack(person)
+    second = b"canary-rootless-2-" + secrets.token_hex(12).encode()
+    host, project = person.engine.host, project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    forced = [] if mode == "host" else ["--engine-mode", "engine"]
+    watch = None
+    err = b""
+    try:
+        up = person.devsecrets("up", *files, "-d", *forced)
+        assert up.returncode == 0, up.stderr.decode()
+        cid = _container(host, project)
+        watch = subprocess.Popen(
+            person.command("watch", *files, *forced),
+            cwd=person.user.project,
+            env=person.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(lambda: b"watching" in _peek(watch), "the watch to start", timeout=120)
+        changed = person.devsecrets("set", "db_password", input=second)
+        assert changed.returncode == 0, changed.stderr.decode()
+
+        def served() -> bytes:
+            return _docker(host, "exec", cid, "cat", "/run/secrets/db_password").stdout
+
+        wait_for(lambda: served() == second, "the change in the running container", timeout=120)
+        assert _container(host, project) == cid  # the same container: not restarted
+        assert b"db_password changed" in _peek(watch)
+    finally:
+        if watch is not None:
+            watch.terminate()
+            _, rest = watch.communicate(timeout=30)
+            err = _peek_seen(watch) + rest
+        person.devsecrets("down", *files, "-t", "0")
+        _remove(host, project)
+    for value in (*values.values(), second):
+        assert value not in err, "a value in the watch's output"
+        assert processes_containing(value) == []
+
+
+ROOTLESS_STATE = os.environ.get("DEVSECRETS_ROOTLESS_STATE", "/tmp/devsecrets-dockerd-rootless")
+SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "dockerd-rootless.sh"
+
+
+def test_an_engine_restart_does_not_start_the_service_without_its_secrets(person: Person) -> None:
+    # stops and starts the engine at ROOTLESS_STATE: only if that is the engine the tests
+    # were given. Its stop also unmounts the user's XDG_RUNTIME_DIR, as a reboot would.
+    host = person.engine.host
+    reason = None
+    if host != f"unix://{ROOTLESS_STATE}/docker.sock":
+        reason = f"DEVSECRETS_ROOTLESS_STATE ({ROOTLESS_STATE}) is not the state of {host}"
+    elif not os.path.exists(os.path.join(ROOTLESS_STATE, "dockerd.pid")):
+        reason = f"the rootless engine's state is not at {ROOTLESS_STATE}"
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    value = b"canary-rootless-" + secrets.token_hex(12).encode()
+    assert person.user.run("set", "db_password", input=value).exit_code == 0
+    write_stack(
+        person.user.project,
+        TEST_IMAGE,
+        {"api": {"secrets": ["db_password"], "restart": "always"}},
+    )
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    script_env = {**os.environ, "DEVSECRETS_ROOTLESS_STATE": ROOTLESS_STATE}
+    try:
+        up = person.devsecrets("up", *files, "-d", "--engine-mode", "engine")
+        assert up.returncode == 0, up.stderr.decode()
+        subprocess.run(["bash", str(SCRIPT), "stop"], env=script_env, check=True)
+        subprocess.run(
+            ["bash", str(SCRIPT), "start"], env=script_env, check=True, stdout=subprocess.DEVNULL
+        )
+        time.sleep(3)  # the engine's own restart of `restart: always` containers
+        cid = _docker(
+            host, "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"
+        ).stdout.decode()
+        assert cid.strip()
+        running = _docker(host, "inspect", "--format", "{{.State.Running}}", cid.strip())
+        assert running.stdout.decode().strip() == "false"
+        start = _docker(host, "start", cid.strip())
+        assert start.returncode != 0
+        # the directory inside the volume exists only while its tmpfs is mounted and filled
+        assert (
+            b"no such file or directory" in start.stderr
+            or b"bind source path does not exist" in start.stderr
+        )
+        again = person.devsecrets("up", *files, "-d", "--engine-mode", "engine")
+        assert again.returncode == 0, again.stderr.decode()
+        cid = wait_for(lambda: _container(host, project), "api after up")
+        assert _docker(host, "exec", cid, "cat", "/run/secrets/db_password").stdout == value
     finally:
         person.devsecrets("down", *files, "-t", "0")
         _remove(host, project)
