@@ -10,10 +10,12 @@
 # Usage: bash .ci/dockerd-rootless.sh start|stop. Needs root, rootlesskit and uidmap
 # (newuidmap). Start prints the DOCKER_HOST and loads the FROM-scratch test image from the
 # first engine (DOCKER_HOST) into it. Stop ends the engine and unmounts what start mounted;
-# the user stays (start reuses it). Loopback only.
+# the user (dsrl<hash of the state dir>, or DEVSECRETS_ROOTLESS_USER) stays: start reuses it.
+# Loopback only.
 set -euo pipefail
 state=${DEVSECRETS_ROOTLESS_STATE:-/tmp/devsecrets-dockerd-rootless}
-user=${DEVSECRETS_ROOTLESS_USER:-dsrootless}
+# one user per state dir, so two such engines never share a user or its /run/user/<uid>
+user=${DEVSECRETS_ROOTLESS_USER:-dsrl$(printf %s "$state" | sha256sum | cut -c1-8)}
 sock="$state/docker.sock"
 script=/usr/share/docker.io/contrib/dockerd-rootless.sh
 
@@ -25,9 +27,15 @@ start() {
   done
   [ -x "$script" ] || { echo "dockerd-rootless: no $script (docker.io)" >&2; return 1; }
   id -u "$user" >/dev/null 2>&1 || useradd -M -U -d /nonexistent -s /usr/sbin/nologin "$user"
-  # 65536 ids for the containers; a fixed range, far above the ones useradd hands out
-  grep -q "^$user:" /etc/subuid 2>/dev/null || usermod --add-subuids 3000000000-3000065535 "$user"
-  grep -q "^$user:" /etc/subgid 2>/dev/null || usermod --add-subgids 3000000000-3000065535 "$user"
+  # 65536 ids for the containers (useradd gives them where login.defs says so; else the
+  # range after the last one given)
+  for kind in uid gid; do
+    file=/etc/sub$kind
+    if ! grep -q "^$user:" "$file" 2>/dev/null; then
+      first=$(awk -F: 'BEGIN { m = 100000 } $2 + $3 > m { m = $2 + $3 } END { print m }' "$file" 2>/dev/null || echo 100000)
+      usermod "--add-sub${kind}s" "$first-$((first + 65535))" "$user"
+    fi
+  done
   uid=$(id -u "$user")
   gid=$(id -g "$user")
   xdg="/run/user/$uid"
@@ -38,10 +46,9 @@ start() {
   if ! mountpoint -q "$xdg"; then
     mkdir -p "$xdg"
     mount -t tmpfs -o "mode=0700,uid=$uid,gid=$gid,size=64m" tmpfs "$xdg"
-    touch "$state/xdg-mounted"
+    echo "$xdg" >"$state/xdg-mounted"
   fi
   if ! answers; then
-    # shellcheck disable=SC2016
     setsid setpriv --reuid="$uid" --regid="$gid" --init-groups --reset-env \
       env HOME="$state/home" XDG_RUNTIME_DIR="$xdg" PATH=/usr/sbin:/usr/bin:/sbin:/bin \
       DOCKERD_ROOTLESS_ROOTLESSKIT_NET=host DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER=none \
@@ -73,9 +80,9 @@ stop() {
     rm -f "$state/rootlesskit.pid"
   fi
   if [ -f "$state/xdg-mounted" ]; then
-    uid=$(id -u "$user")
-    umount "/run/user/$uid" 2>/dev/null || true
-    rmdir "/run/user/$uid" 2>/dev/null || true
+    xdg=$(cat "$state/xdg-mounted")
+    umount "$xdg" 2>/dev/null || true
+    rmdir "$xdg" 2>/dev/null || true
     rm -f "$state/xdg-mounted"
   fi
 }

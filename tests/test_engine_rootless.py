@@ -1,8 +1,10 @@
 """Rootless Docker: a real rootless dockerd, run by a throwaway non-root user inside
 rootlesskit's user and mount namespaces (`.ci/dockerd-rootless.sh`), and devsecrets run AS
 that user against it, with that user's own XDG_RUNTIME_DIR (/run/user/<uid>, a tmpfs).
-DEVSECRETS_ROOTLESS_DOCKER_HOST is the engine's address (.ci/run sets it); the user is the
-owner of its socket. Runs as root (it becomes the user for each devsecrets command).
+DEVSECRETS_ROOTLESS_DOCKER_HOST is the engine's address and DEVSECRETS_ROOTLESS_STATE its
+state dir (.ci/run sets both); without them the tests start such an engine themselves. The
+user is the owner of its socket. Runs as root (it becomes the user for each devsecrets
+command).
 
 What is measured here: which mode the probe picks and why, what a container sees of a
 default grant (0:0) and of a uid 1000 / gid 1000 / 0400 grant in host and in engine mode,
@@ -44,6 +46,9 @@ import devsecrets as package
 pytestmark = pytest.mark.docker
 
 ROOTLESS = os.environ.get("DEVSECRETS_ROOTLESS_DOCKER_HOST", "")
+ROOTLESS_STATE = os.environ.get("DEVSECRETS_ROOTLESS_STATE", "/tmp/devsecrets-dockerd-rootless")
+SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "dockerd-rootless.sh"
+DOCKERD_ROOTLESS = Path("/usr/share/docker.io/contrib/dockerd-rootless.sh")
 CODE = Path(package.__file__).resolve().parent.parent  # the devsecrets under test
 
 
@@ -59,6 +64,7 @@ class Rootless:
     uid: int
     gid: int
     name: str
+    state: Path  # where .ci/dockerd-rootless.sh keeps it
 
     @property
     def xdg(self) -> Path:
@@ -87,30 +93,69 @@ def _unreachable_prefix() -> tuple[Path, Path] | None:
     return found
 
 
+def _unavailable() -> str | None:
+    """Why this machine cannot start a rootless engine here (None: it can)."""
+    if os.geteuid() != 0:
+        return "starts a rootless engine and runs devsecrets as its user: needs root"
+    for tool in ("rootlesskit", "newuidmap", "unshare", "setpriv"):
+        if shutil.which(tool) is None:
+            return f"no {tool} for a rootless engine (Debian: apt-get install rootlesskit uidmap)"
+    if not DOCKERD_ROOTLESS.exists():
+        return f"no {DOCKERD_ROOTLESS} (Debian's docker.io)"
+    return None
+
+
+def _need(reason: str | None) -> None:
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
-def rootless(docker_engine: str) -> Rootless:
-    """The rootless engine answers, says it is rootless, holds the test image, and its
-    socket's owner (its user) is not root."""
-    reason = None
-    if not ROOTLESS:
-        reason = "no rootless engine: run `bash .ci/dockerd-rootless.sh start` (as root) and "
-        reason += "export DEVSECRETS_ROOTLESS_DOCKER_HOST"
-    elif os.geteuid() != 0:
-        reason = "runs devsecrets as the rootless engine's user: needs root"
-    elif not ROOTLESS.startswith("unix://"):
-        reason = f"DEVSECRETS_ROOTLESS_DOCKER_HOST={ROOTLESS} is not a unix socket"
-    elif b"name=rootless" not in _docker(ROOTLESS, "info", "-f", "{{.SecurityOptions}}").stdout:
-        reason = f"the engine at {ROOTLESS} does not answer or is not rootless"
-    elif _docker(ROOTLESS, "image", "inspect", TEST_IMAGE).returncode != 0:
-        reason = f"the rootless engine at {ROOTLESS} lacks {TEST_IMAGE}"
-    if reason:
-        if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    uid = os.stat(ROOTLESS.removeprefix("unix://")).st_uid
-    entry = pwd.getpwuid(uid)
-    assert uid != 0, "the rootless engine's socket belongs to root"
-    return Rootless(ROOTLESS, uid, entry.pw_gid, entry.pw_name)
+def rootless(docker_engine: str) -> Iterator[Rootless]:
+    """The rootless engine: the one .ci/run started (DEVSECRETS_ROOTLESS_DOCKER_HOST), else
+    one started here for this session (its state and user named after this checkout) and
+    stopped after. It must say it is rootless, hold the test image, and its socket's owner
+    (its user) must not be root."""
+    host, state = ROOTLESS, ROOTLESS_STATE
+    started = False
+    if not host:
+        _need(_unavailable())
+        digest = hashlib.sha256(str(CODE).encode()).hexdigest()[:8]
+        state = f"/tmp/devsecrets-dockerd-rootless-{digest}"  # noqa: S108 - root's, like .ci's
+        out = subprocess.run(
+            ["bash", str(SCRIPT), "start"],
+            env={**os.environ, "DEVSECRETS_ROOTLESS_STATE": state},
+            capture_output=True,
+        )
+        started = out.returncode == 0
+        lines = out.stderr.decode(errors="replace").strip().splitlines()
+        _need(None if started else f"the rootless engine did not start: {lines[-1:]}")
+        host = out.stdout.decode().strip()
+    try:
+        reason = None
+        if os.geteuid() != 0:
+            reason = "runs devsecrets as the rootless engine's user: needs root"
+        elif not host.startswith("unix://"):
+            reason = f"DEVSECRETS_ROOTLESS_DOCKER_HOST={host} is not a unix socket"
+        elif b"name=rootless" not in _docker(host, "info", "-f", "{{.SecurityOptions}}").stdout:
+            reason = f"the engine at {host} does not answer or is not rootless"
+        elif _docker(host, "image", "inspect", TEST_IMAGE).returncode != 0:
+            reason = f"the rootless engine at {host} lacks {TEST_IMAGE}"
+        _need(reason)
+        uid = os.stat(host.removeprefix("unix://")).st_uid
+        entry = pwd.getpwuid(uid)
+        assert uid != 0, "the rootless engine's socket belongs to root"
+        yield Rootless(host, uid, entry.pw_gid, entry.pw_name, Path(state))
+    finally:
+        if started:
+            subprocess.run(
+                ["bash", str(SCRIPT), "stop"],
+                env={**os.environ, "DEVSECRETS_ROOTLESS_STATE": state},
+                capture_output=True,
+            )
 
 
 @dataclass
@@ -398,23 +443,16 @@ def test_a_live_change_reaches_the_running_container(person: Person, mode: str) 
         assert processes_containing(value) == []
 
 
-ROOTLESS_STATE = os.environ.get("DEVSECRETS_ROOTLESS_STATE", "/tmp/devsecrets-dockerd-rootless")
-SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "dockerd-rootless.sh"
-
-
 def test_an_engine_restart_does_not_start_the_service_without_its_secrets(person: Person) -> None:
-    # stops and starts the engine at ROOTLESS_STATE: only if that is the engine the tests
+    # stops and starts the engine at its state dir: only if that is the engine the tests
     # were given. Its stop also unmounts the user's XDG_RUNTIME_DIR, as a reboot would.
-    host = person.engine.host
+    host, state = person.engine.host, person.engine.state
     reason = None
-    if host != f"unix://{ROOTLESS_STATE}/docker.sock":
-        reason = f"DEVSECRETS_ROOTLESS_STATE ({ROOTLESS_STATE}) is not the state of {host}"
-    elif not os.path.exists(os.path.join(ROOTLESS_STATE, "dockerd.pid")):
-        reason = f"the rootless engine's state is not at {ROOTLESS_STATE}"
-    if reason:
-        if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
+    if host != f"unix://{state}/docker.sock":
+        reason = f"DEVSECRETS_ROOTLESS_STATE ({state}) is not the state of {host}"
+    elif not (state / "dockerd.pid").exists():
+        reason = f"the rootless engine's state is not at {state}"
+    _need(reason)
     value = b"canary-rootless-" + secrets.token_hex(12).encode()
     assert person.user.run("set", "db_password", input=value).exit_code == 0
     write_stack(
@@ -424,7 +462,7 @@ def test_an_engine_restart_does_not_start_the_service_without_its_secrets(person
     )
     project = project_name()
     files = ["-f", "docker-stack.yml", "-p", project]
-    script_env = {**os.environ, "DEVSECRETS_ROOTLESS_STATE": ROOTLESS_STATE}
+    script_env = {**os.environ, "DEVSECRETS_ROOTLESS_STATE": str(state)}
     try:
         up = person.devsecrets("up", *files, "-d", "--engine-mode", "engine")
         assert up.returncode == 0, up.stderr.decode()
