@@ -2,7 +2,8 @@
 rootlesskit's user and mount namespaces (`.ci/dockerd-rootless.sh`), and devsecrets run AS
 that user against it, with that user's own XDG_RUNTIME_DIR (/run/user/<uid>, a tmpfs).
 DEVSECRETS_ROOTLESS_DOCKER_HOST is the engine's address and DEVSECRETS_ROOTLESS_STATE its
-state dir (.ci/run sets both); without them the tests start such an engine themselves. The
+state dir (.ci/run sets both); without them the tests start such an engine themselves (under
+CI=true or DEVSECRETS_TEST_USERS=1: it creates a throwaway user, as test_multi_user does). The
 user is the owner of its socket. Runs as root (it becomes the user for each devsecrets
 command).
 
@@ -97,6 +98,12 @@ def _unavailable() -> str | None:
     """Why this machine cannot start a rootless engine here (None: it can)."""
     if os.geteuid() != 0:
         return "starts a rootless engine and runs devsecrets as its user: needs root"
+    if not (IN_CI or os.environ.get("DEVSECRETS_TEST_USERS") == "1"):
+        return (
+            "no rootless engine given (DEVSECRETS_ROOTLESS_DOCKER_HOST, from "
+            "`bash .ci/dockerd-rootless.sh start`), and starting one creates a throwaway user: "
+            "only under CI=true or DEVSECRETS_TEST_USERS=1"
+        )
     for tool in ("rootlesskit", "newuidmap", "unshare", "setpriv"):
         if shutil.which(tool) is None:
             return f"no {tool} for a rootless engine (Debian: apt-get install rootlesskit uidmap)"
