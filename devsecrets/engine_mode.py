@@ -164,7 +164,13 @@ def rootless_as_me(env: Mapping[str, str]) -> bool:
     namespace, where our uid and gid are 0, so its containers see our files as 0:0."""
     if os.geteuid() == 0:
         return False
-    host, _ = endpoint(env)
+    key = engine_prestart.engine_key(env)  # no process for DOCKER_HOST or the default context
+    if key.startswith("host:"):
+        host = key.removeprefix("host:")
+    elif key == "context:default":
+        host = "unix:///var/run/docker.sock"
+    else:
+        host, _ = endpoint(env)
     if not host.startswith("unix://"):
         return False
     try:

@@ -128,6 +128,9 @@ def test_only_a_socket_of_ones_own_is_a_rootless_engine_of_ones_own(monkeypatch,
         monkeypatch.setattr(engine_mode.os, "geteuid", lambda: owner)
         assert not engine_mode.rootless_as_me({"DOCKER_HOST": "ssh://me@box"})
         assert not engine_mode.rootless_as_me({"DOCKER_HOST": f"unix://{tmp_path}/none"})
+        # the default context is the default socket, found without starting a process
+        monkeypatch.setattr(engine_mode.subprocess, "run", None)
+        assert not engine_mode.rootless_as_me({"HOME": str(tmp_path)})
         plain = tmp_path / "file"
         plain.write_bytes(b"")
         assert not engine_mode.rootless_as_me({"DOCKER_HOST": f"unix://{plain}"})
