@@ -30,6 +30,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
 CACHE_FILE = ".compose-config.json"  # in the runtime root, beside the project dirs
 _MAX_ENTRIES = 4
 _MAX_SIZE = 64 << 20
@@ -43,31 +47,40 @@ _started = {}
 def prestart(args: Sequence[str]) -> None:
     """Start `compose config` for `devsecrets [--store X] up|render [compose flags] ...`.
     Does nothing when the command is not one of those, or on any doubt."""
-    options = _compose_options(list(args))
-    if options is None:
+    found = _compose_options(list(args))
+    if found is None:
         return
     try:
+        env, cwd = dict(os.environ), Path.cwd()
+        custom = env.get("DEVSECRETS_COMPOSE")
+        with_docker = custom.split()[:1] == ["docker"] if custom else _on_path("docker", env)
+        root = _root(env)
+        if with_docker:  # first: the engine's answer is the slowest of the three (~100 ms)
+            from devsecrets import engine_prestart
+
+            if root is None or not engine_prestart.start_probe_for(args, env, root):
+                _start(ENGINE_CHECK, env, cwd)  # `compose.check_engine`: no probe to tell
         from devsecrets import compose
 
-        env, cwd = dict(os.environ), Path.cwd()
         likely = compose.candidates(env)[:1]
         if not likely:
             return
         guess = compose.Compose(tuple(likely[0]), (0, 0, 0), likely[0][:1] == ["docker"])
-        project = compose.resolve_project(guess, options, cwd, env)
+        project = compose.resolve_project(guess, compose.ComposeOptions(**found), cwd, env)
         argv = compose.build_argv(project, None, ["config", "--format", "json"])
-        if likely[0][:1] == ["docker"]:
-            _start(ENGINE_CHECK, env, cwd)  # `compose.check_engine`, also ~100 ms
-        root = _root(env)
         cached = _lookup(_cache_key(argv, env, cwd, project.files), root)
         if cached is None:
             _start(argv, env, cwd)
         if likely[0][:1] == ["docker"] and root is not None:
-            from devsecrets import engine_prestart
-
-            engine_prestart.start(args, env, root, cached)  # the mode probe, maybe the helper
+            engine_prestart.start_helper(args, env, root, cached)  # when engine mode is likely
     except Exception:  # noqa: BLE001, S110 - only a head start: the command runs compose itself
         pass
+
+
+def _on_path(name: str, env: Mapping[str, str]) -> bool:
+    import shutil
+
+    return shutil.which(name, path=env.get("PATH")) is not None
 
 
 ENGINE_CHECK = ("docker", "version", "--format", "{{.Server.Version}}")
@@ -188,8 +201,9 @@ def _key(
     return tuple(argv), str(cwd), tuple(sorted(env.items()))
 
 
-def _compose_options(args: list[str]):  # type: ignore[no-untyped-def]
-    """compose's global flags from `devsecrets ... up|render ...`, as click will parse them."""
+def _compose_options(args: list[str]) -> dict[str, Any] | None:
+    """compose's global flags from `devsecrets ... up|render ...`, as click will parse them
+    (`compose.ComposeOptions`' keyword arguments)."""
     if args[:1] == ["--store"]:
         args = args[2:]
     elif args[:1] and args[0].startswith("--store="):
@@ -230,17 +244,15 @@ def _compose_options(args: list[str]):  # type: ignore[no-untyped-def]
             found.setdefault(taking[arg], []).append(rest[i + 1])
             i += 1
         i += 1
-    from devsecrets.compose import ComposeOptions
-
-    return ComposeOptions(
-        files=tuple(found.get("files", ())),
-        project_name=found["project_name"][-1] if "project_name" in found else None,
-        profiles=tuple(found.get("profiles", ())),
-        env_files=tuple(found.get("env_files", ())),
-        project_directory=(
+    return {  # compose.ComposeOptions' fields; compose is imported after the probe started
+        "files": tuple(found.get("files", ())),
+        "project_name": found["project_name"][-1] if "project_name" in found else None,
+        "profiles": tuple(found.get("profiles", ())),
+        "env_files": tuple(found.get("env_files", ())),
+        "project_directory": (
             found["project_directory"][-1] if "project_directory" in found else None
         ),
-    )
+    }
 
 
 def _cache_key(

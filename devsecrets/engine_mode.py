@@ -149,10 +149,15 @@ def read_answer(
         return True, ""
     if "bind source path does not exist" in text or "Mounts denied" in text:
         return False, ""
-    if "Cannot connect" in text or "error during connect" in text:
+    if _unreachable(text):
         raise ComposeError(
-            "no Docker engine answers",
+            f"no Docker engine answers (docker: {text.strip().splitlines()[0][:160]})",
             hint="start Docker, or check DOCKER_HOST / `docker context`",
+        )
+    if "permission denied while trying to connect" in text:
+        raise ComposeError(
+            "no Docker engine answers to this user (permission denied on its socket)",
+            hint="join the engine's group (usually docker), or use rootless Docker / DOCKER_HOST",
         )
     lines = text.strip().splitlines()
     return False, (lines[0][:120] if lines else f"exit {code}")
@@ -178,6 +183,21 @@ def rootless_as_me(env: Mapping[str, str]) -> bool:
     except OSError:
         return False
     return stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def _unreachable(text: str) -> bool:
+    """The docker CLI's words for "no engine there" (nothing listens, a bad DOCKER_HOST or
+    context), in the CLI versions we know."""
+    lowered = text.lower()
+    return any(
+        words in lowered
+        for words in (
+            "cannot connect to the docker daemon",
+            "error during connect",
+            "failed to connect to the docker api",
+            "unable to resolve docker endpoint",
+        )
+    )
 
 
 def endpoint(env: Mapping[str, str]) -> tuple[str, bool]:

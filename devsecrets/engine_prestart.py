@@ -1,12 +1,14 @@
 """Engine mode's head start: the mode probe, and the helper when engine mode is likely.
 
-`configcache.prestart` calls `start` first thing for `up` and `render`, before the CLI, the
-store and the crypto libraries are imported (bench/bench_up.py: the helper's `docker run` is
-the largest cost engine mode adds to `up`). Two things may start:
+`configcache.prestart` calls `start_probe_for` and `start_helper` first thing for `up` and
+`render`, before the CLI, the store and the crypto libraries are imported (bench/bench_up.py:
+the helper's `docker run` is the largest cost engine mode adds to `up`). Two things may start:
 
 - The probe (`engine_mode`): `docker create` binding a fresh directory of the runtime root,
   unless a mode is forced. `engine_mode.start` takes it over when the root and the
   environment are the same; otherwise it is killed and its directory removed (`discard`).
+  Its answer also tells whether an engine answers at all, so the separate engine check
+  (`docker version`) runs only when a mode is forced.
 - The helper (`engine_store.ensure`), when engine mode is forced or was the last probe's
   answer for this engine (`ANSWERS`, in the runtime root), the compose project's name is
   known (from the cached `compose config`) and the project has no runtime directory yet.
@@ -24,7 +26,6 @@ import hashlib
 import json
 import os
 import secrets as _random
-import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ MIN_SIZE = 16 << 20
 def client_id(root: Path) -> str:
     """Who made a helper: this machine, user and runtime root. The stale sweep touches only
     helpers and volumes with our id, whose runtime directory here is gone."""
+    import socket  # here: ~10 ms, and the probe should not wait for it
+
     who = f"{socket.gethostname()}\0{os.getuid()}\0{root}".encode()
     return hashlib.sha256(who).hexdigest()[:16]
 
@@ -151,20 +154,35 @@ def _flag(args: Sequence[str], name: str) -> str | None:
     return value
 
 
-def start(args: Sequence[str], env: Mapping[str, str], root: Path, config: bytes | None) -> None:
-    """Start the probe and, when engine mode is likely, the helper (see the module doc).
-    `config` is the cached `compose config` output, if any. Never raises."""
-    global _probe, _helper
+def _mode(args: Sequence[str], env: Mapping[str, str]) -> str:
+    return _flag(args, "--engine-mode") or env.get(MODE_ENV) or "auto"
+
+
+def start_probe_for(args: Sequence[str], env: Mapping[str, str], root: Path) -> bool:
+    """Start the probe unless a mode is forced. Whether it runs: it also tells whether an
+    engine answers, so the separate engine check is not needed then. Never raises."""
+    global _probe
+    try:
+        if _mode(args, env) != "auto":
+            return False
+        marker, proc = start_probe(root, env)
+    except Exception:  # noqa: BLE001 - only a head start: the command probes itself
+        return False
+    _probe = Probe(root, _env_key(env), marker, proc)
+    return True
+
+
+def start_helper(
+    args: Sequence[str], env: Mapping[str, str], root: Path, config: bytes | None
+) -> None:
+    """Start the helper when engine mode is likely (see the module doc). `config` is the
+    cached `compose config` output, if any. Never raises."""
+    global _helper
     with contextlib.suppress(Exception):
-        mode = _flag(args, "--engine-mode") or env.get(MODE_ENV) or "auto"
-        if mode not in ("host", "engine", "auto"):
+        mode = _mode(args, env)
+        if mode == "host" or (mode == "auto" and remembered(root).get(engine_key(env)) != "engine"):
             return
-        if mode == "auto":
-            marker, proc = start_probe(root, env)
-            _probe = Probe(root, _env_key(env), marker, proc)
-            if remembered(root).get(engine_key(env)) != "engine":
-                return
-        elif mode == "host":
+        if mode not in ("engine", "auto"):
             return
         name = json.loads(config).get("name") if config else None
         if not isinstance(name, str) or not name or os.path.lexists(root / name):

@@ -159,7 +159,9 @@ def prepare(
     cache = root / runtime_dir.COMPOSE_CACHE
     pending = engine_mode.start(engine_mode_flag, env, root)  # the probe runs meanwhile
     try:
-        project, model = open_project(options, cwd, env, need_engine=True, cache=cache)
+        # a running probe also tells whether an engine answers: no separate check then
+        need_engine = pending.proc is None
+        project, model = open_project(options, cwd, env, need_engine=need_engine, cache=cache)
         if check is not None:
             check(model)
         choice = pending.result()

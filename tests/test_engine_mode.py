@@ -462,6 +462,32 @@ def test_no_engine_answering_the_probe_is_one_error(tmp_path: Path) -> None:
         engine_mode.choose(None, env, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("answer", "line"),
+    [
+        ("failed to connect to the docker API at unix:///x.sock", "no Docker engine answers ("),
+        (
+            'Failed to initialize: unable to resolve docker endpoint: context "nope": not found',
+            "no Docker engine answers (",
+        ),
+        (
+            "permission denied while trying to connect to the Docker daemon socket at unix:///s",
+            "no Docker engine answers to this user",
+        ),
+    ],
+)
+def test_the_probe_tells_an_engine_that_cannot_be_reached(
+    tmp_path: Path, answer: str, line: str
+) -> None:
+    """`up` runs no separate engine check when it probes: the probe's answer must say it."""
+    from devsecrets.errors import ComposeError
+
+    env = {"PATH": f"{_failing_docker(tmp_path, answer)}:/usr/bin:/bin"}
+    with pytest.raises(ComposeError) as raised:
+        engine_mode.choose(None, env, tmp_path)
+    assert str(raised.value).startswith(line)
+
+
 def test_engine_mode_over_plain_tcp_is_refused_when_chosen_automatically(tmp_path: Path) -> None:
     bin_dir = _failing_docker(tmp_path, "bind source path does not exist: /x")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DOCKER_HOST": "tcp://127.0.0.1:2375"}

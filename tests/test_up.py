@@ -203,6 +203,24 @@ def test_no_engine_is_one_line_and_leaves_nothing(alice: User, stack, runtime_di
     assert not (runtime_dir / name).exists()
 
 
+@pytest.mark.parametrize("forced", ["host", "engine"])
+def test_no_engine_with_a_forced_mode_is_one_line(
+    alice: User, stack, runtime_dir: Path, forced: str
+):
+    """A forced mode runs no probe, so the engine check must still run."""
+    env, name = stack
+    alice.run("set", "db_password", input=CANARY)
+    alice.run("set", "api_token", input=b"tok")
+    result = devsecrets(
+        ["up", "--engine-mode", forced, "-d"],
+        cwd=alice.project,
+        env={**env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith("devsecrets: error: no Docker engine answers")
+    assert not (runtime_dir / name).exists()
+
+
 def test_compose_too_old_or_missing(alice: User, stack, tmp_path: Path):
     env, _ = stack
     fake = tmp_path / "old-compose"
