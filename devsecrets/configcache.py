@@ -120,6 +120,8 @@ def discard() -> None:
         proc.wait()
     if "devsecrets.engine_prestart" in sys.modules:
         sys.modules["devsecrets.engine_prestart"].discard()
+    if "devsecrets.engine_store" in sys.modules:  # helpers' attached runs: detached
+        sys.modules["devsecrets.engine_store"].close_all()
 
 
 def config_output(

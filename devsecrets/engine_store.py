@@ -158,35 +158,82 @@ def ensure(
     )  # fmt: skip
     made = ""
     try:
-        if began is not None:
-            if began.proc.returncode == 0 and began.size >= needed and found is None:
-                made, volume, size = began.volume, began.volume, began.size
+        if began is not None:  # its `docker run` ends only if it failed
+            if began.proc.poll() is None and began.size >= needed and found is None:
+                made, size = began.volume, began.size
+                _runs[helper] = _Run(began.argv, began.proc)
             else:
                 engine_prestart.remove(began, env)
         if not made:
-            volume = made = f"{prefix}-{_random.token_hex(4)}"
-            _run_helper(env, project, volume, size, client, helper_image, found is None)
+            made = f"{prefix}-{_random.token_hex(4)}"
+            argv = engine_prestart.run_argv(project, made, size, client, helper_image)
+            _runs[helper] = _Run(argv, engine_prestart.spawn_run(argv, env))
     finally:
         listed = _finish(earlier)
     old = [v for v in listed.stdout.decode().split() if v != made]
     if listed.returncode == 0 and old:
         _remove_volumes(env, old)
     # where the engine keeps the volume: guessed from the last one (the local driver's
-    # <root>/volumes/<name>/_data) and checked by `confirm` while the values are written
+    # <root>/volumes/<name>/_data) and checked by `confirm` once the first write answered
+    # (the helper exists then)
     root = engine_prestart.volumes_root(hints, env) if hints is not None else None
-    checking = _start(env, *_INSPECT, helper)
-    if root is None:
-        return _confirmed(EngineStore(project, helper, made, PurePosixPath("/"), True, size),
-                          checking, hints, env)  # fmt: skip
-    _checks[helper] = (checking, hints, env)
-    return EngineStore(project, helper, made, PurePosixPath(root, made, "_data"), True, size)
+    store = EngineStore(
+        project, helper, made, PurePosixPath(root or "/", made, "_data"), True, size
+    )
+    if root is None:  # no guess: wait for the helper, then ask
+        answer = _through_run(store, env, ":", b"")  # an empty message: answered once it runs
+        if answer != "ok":
+            raise ComposeError(f"engine mode: the helper {helper} did not start: {answer}")
+        return _confirmed(store, _start(env, *_INSPECT, helper), hints, env)
+    _checks[helper] = (None, hints, env)
+    return store
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A helper's attached `docker run` (engine_prestart.run_argv) before its write loop
+    answered the first message."""
+
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+
+
+_runs: dict[str, _Run] = {}  # by helper name
+
+
+def _through_run(store: EngineStore, env: Mapping[str, str], script: str, tar: bytes) -> str | None:
+    """The first write into a helper being started, through its own loop: "ok" or the
+    failure's last line; None when no run is pending for this helper. Once the loop answered
+    "ok" it serves later writes of this process as a channel does. A leftover helper by the
+    same name (a crash) is replaced once."""
+    run = _runs.pop(store.helper, None)
+    if run is None:
+        return None
+    for attempt in (1, 2):
+        answer = _message(run.proc, script, tar)
+        if answer is not None:
+            if answer == "ok":
+                key = (store.helper, store.volume)
+                _channels[key], _writes[key] = run.proc, 1
+            else:
+                engine_prestart.detach(run.proc)
+            return answer
+        engine_prestart.detach(run.proc)  # it ended, or never answered: it failed
+        detail = (run.proc.stderr.read() if run.proc.stderr else b"").decode(errors="replace")
+        if "Conflict" in detail and attempt == 1:
+            _docker(env, "rm", "-f", store.helper, check=False)
+            run = _Run(run.argv, engine_prestart.spawn_run(run.argv, env))
+            continue
+        last = detail.strip().splitlines()
+        raise ComposeError(f"engine mode: docker run (helper) failed: {last[-1] if last else ''}")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 _INSPECT = (
     "inspect", "--type", "container",
     "--format", "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .Mounts}}",
 )  # fmt: skip
-_checks: dict[str, tuple[subprocess.Popen[bytes], Path | None, Mapping[str, str]]] = {}
+_checks: dict[str, tuple[subprocess.Popen[bytes] | None, Path | None, Mapping[str, str]]] = {}
 
 
 def confirm(store: EngineStore) -> EngineStore:
@@ -195,7 +242,8 @@ def confirm(store: EngineStore) -> EngineStore:
     check = _checks.pop(store.helper, None)
     if check is None:
         return store
-    return _confirmed(store, *check)
+    checking, hints, env = check
+    return _confirmed(store, checking or _start(env, *_INSPECT, store.helper), hints, env)
 
 
 def _confirmed(
@@ -213,28 +261,6 @@ def _confirmed(
     if source == store.data_dir:
         return store
     return dataclasses.replace(store, data_dir=source)
-
-
-def _run_helper(
-    env: Mapping[str, str],
-    project: str,
-    volume: str,
-    size: int,
-    client: str,
-    helper_image: str,
-    retry: bool,
-) -> None:
-    helper, _ = names(project)
-    run = engine_prestart.run_argv(project, volume, size, client, helper_image)[1:]
-    started = _docker(env, *run, check=False)
-    if started.returncode != 0 and b"Conflict" in started.stderr and retry:
-        _docker(env, "rm", "-f", helper, check=False)  # a leftover by that name
-        started = _docker(env, *run, check=False)
-    if started.returncode != 0:
-        detail = started.stderr.decode(errors="replace").strip().splitlines()
-        raise ComposeError(
-            f"engine mode: docker run (helper) failed: {detail[-1] if detail else ''}"
-        )
 
 
 def _start(env: Mapping[str, str], *args: str) -> subprocess.Popen[bytes]:
@@ -284,6 +310,9 @@ def remove(project: str, env: Mapping[str, str]) -> None:
     helper, _ = names(project)
     for key in [k for k in _channels if k[0] == helper]:
         _channel_close(key)
+    run = _runs.pop(helper, None)
+    if run is not None:
+        engine_prestart.detach(run.proc)
     _docker(env, "rm", "-f", helper, check=False)
     _remove_volumes(env, _project_volumes(env, project))
 
@@ -374,7 +403,9 @@ def materialize_into(
         lines.append("rm -rf services")
     script = "\n".join(lines)
     data = archive.getvalue()
-    answer = _channel_write(store, script, data)
+    answer = _through_run(store, env, script, data)  # a helper just started: its own loop
+    if answer is None:
+        answer = _channel_write(store, script, data)
     if answer is None:  # no channel open (or it broke): one `docker exec` for this write
         out = _docker(
             env, "exec", "-i", store.helper, "sh", "-c",
@@ -393,20 +424,10 @@ def materialize_into(
 
 # Live updates: after the first write of a process, the second one opens a channel, one
 # `docker exec -i helper sh -c LOOP` kept running, and later writes go through it instead of
-# a `docker exec` each (a process start and three API calls). A message is a header line
-# "<script bytes> <tar bytes>", the script (paths only), the tar. The loop reads each part
-# with `dd iflag=fullblock` (exactly that many bytes), runs the script, answers "ok" or
-# "fail <last line>"; after a failure it stops reading, so bytes left of a message are never
-# taken for a header or a script. A broken channel is closed; that write goes by `docker exec`.
-_EXTRACT = 'dd bs="$tlen" count=1 iflag=fullblock 2>/dev/null | tar -x -f -'
-_LOOP = """
-while read -r slen tlen; do
-  script=$(dd bs="$slen" count=1 iflag=fullblock 2>/dev/null) || exit 1
-  [ "${#script}" -gt 0 ] || exit 1
-  out=$(eval "$script" 2>&1)
-  if [ $? -eq 0 ]; then echo ok; else printf 'fail %s\\n' "$(echo "$out" | tail -n 1)"; exit 1; fi
-done
-"""
+# a `docker exec` each (a process start and three API calls); a helper this process started
+# serves as one already (its own first process is the loop). The message format and the loop:
+# engine_prestart.LOOP. A broken channel is closed; that write goes by `docker exec`.
+_EXTRACT, _LOOP = engine_prestart.EXTRACT, engine_prestart.LOOP
 _channels: dict[tuple[str, str], subprocess.Popen[bytes] | None] = {}
 _writes: dict[tuple[str, str], int] = {}
 
@@ -433,7 +454,20 @@ def _channel_write(store: EngineStore, script: str, tar: bytes) -> str | None:
     before answering (then it is closed and not opened again for this helper)."""
     key = (store.helper, store.volume)
     proc = _channels.get(key)
-    if proc is None or proc.stdin is None or proc.stdout is None:
+    if proc is None:
+        return None
+    line = _message(proc, script, tar)
+    if line == "ok":
+        return "ok"
+    _channel_close(key)
+    _channels[key] = None
+    return line
+
+
+def _message(proc: subprocess.Popen[bytes], script: str, tar: bytes) -> str | None:
+    """One message to a write loop: its answer, "ok" or the failure's last line; None when
+    it did not answer (it ended, or broke)."""
+    if proc.stdin is None or proc.stdout is None:
         return None
     body = script.encode()
     try:
@@ -445,9 +479,16 @@ def _channel_write(store: EngineStore, script: str, tar: bytes) -> str | None:
         line = ""
     if line == "ok":
         return "ok"
-    _channel_close(key)
-    _channels[key] = None
     return line.removeprefix("fail ") if line.startswith("fail ") else None
+
+
+def close_all() -> None:
+    """Detach every helper run and channel this process holds (the end of a command): the
+    helpers keep running, with what was written."""
+    for key in list(_channels):
+        _channel_close(key)
+    while _runs:
+        engine_prestart.detach(_runs.popitem()[1].proc)
 
 
 def _channel_close(key: tuple[str, str]) -> None:

@@ -327,6 +327,7 @@ def start_stack(
         if redeploy is not None:
             redeploy()
         code = compose.run(argv, session.env, session.cwd)
+        engine_store.close_all()  # a helper this run started keeps running, detached
         if code != 0 and session.created_dir:
             wipe(session.project_dir, session.model.project, session.env)
         return code
