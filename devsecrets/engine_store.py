@@ -168,11 +168,12 @@ def ensure(
             made = f"{prefix}-{_random.token_hex(4)}"
             argv = engine_prestart.run_argv(project, made, size, client, helper_image)
             _runs[helper] = _Run(argv, engine_prestart.spawn_run(argv, env))
-    finally:
-        listed = _finish(earlier)
-    old = [v for v in listed.stdout.decode().split() if v != made]
-    if listed.returncode == 0 and old:
-        _remove_volumes(env, old)
+    except BaseException:
+        _finish(earlier)
+        raise
+    # removed once the new helper runs (`_drop_earlier`): a leftover helper by the same name
+    # (a crash, a reboot that took the client's state) holds its volume until it is replaced
+    _earlier[helper] = (earlier, made, env)
     # where the engine keeps the volume: guessed from the last one (the local driver's
     # <root>/volumes/<name>/_data) and checked by `confirm` once the first write answered
     # (the helper exists then)
@@ -184,9 +185,25 @@ def ensure(
         answer = _through_run(store, env, ":", b"")  # an empty message: answered once it runs
         if answer != "ok":
             raise ComposeError(f"engine mode: the helper {helper} did not start: {answer}")
+        _drop_earlier(helper)
         return _confirmed(store, _start(env, *_INSPECT, helper), hints, env)
     _checks[helper] = (None, hints, env)
     return store
+
+
+_earlier: dict[str, tuple[subprocess.Popen[bytes], str, Mapping[str, str]]] = {}
+
+
+def _drop_earlier(helper: str) -> None:
+    """Remove the volumes `ensure` found for the project, but the new one."""
+    pending = _earlier.pop(helper, None)
+    if pending is None:
+        return
+    listing, made, env = pending
+    listed = _finish(listing)
+    old = [v for v in listed.stdout.decode().split() if v != made]
+    if listed.returncode == 0 and old:
+        _remove_volumes(env, old)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +241,8 @@ def _through_run(store: EngineStore, env: Mapping[str, str], script: str, tar: b
             _docker(env, "rm", "-f", store.helper, check=False)
             run = _Run(run.argv, engine_prestart.spawn_run(run.argv, env))
             continue
-        last = detail.strip().splitlines()
-        raise ComposeError(f"engine mode: docker run (helper) failed: {last[-1] if last else ''}")
+        lines = [x for x in detail.strip().splitlines() if not x.startswith("Run 'docker")]
+        raise ComposeError(f"engine mode: docker run (helper) failed: {lines[0] if lines else ''}")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -238,7 +255,9 @@ _checks: dict[str, tuple[subprocess.Popen[bytes] | None, Path | None, Mapping[st
 
 def confirm(store: EngineStore) -> EngineStore:
     """`store` with the volume's real mountpoint, once the check `ensure` started has
-    answered (the same store when it was not guessed, or guessed right)."""
+    answered (the same store when it was not guessed, or guessed right). Called after the
+    first write; the project's earlier volumes are removed here."""
+    _drop_earlier(store.helper)
     check = _checks.pop(store.helper, None)
     if check is None:
         return store

@@ -377,3 +377,39 @@ def test_a_wrong_guess_of_where_the_engine_keeps_volumes_is_corrected(
     finally:
         devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
         _remove_project(isolated, project)
+
+
+@pytest.mark.parametrize("head_start", [True, False], ids=["head-start", "no-head-start"])
+def test_a_helper_left_by_a_lost_client_state_is_replaced_with_its_volume(
+    alice: User, isolated: str, runtime_dir: Path, head_start: bool
+) -> None:
+    """The client's state is gone (a reboot cleared its tmpfs, a crash) while the engine kept
+    the project's helper and volume: `up` meets the helper by its name, replaces it, and
+    removes the old volume, which only the old helper held."""
+    value = b"canary-" + secrets.token_hex(8).encode()
+    assert alice.run("set", "db_password", input=value).exit_code == 0
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    env = _env(alice, isolated, runtime_dir)
+    if not head_start:  # the head start needs the cached config: a fresh root has none
+        env["DEVSECRETS_ENGINE_MODE"] = "engine"
+    try:
+        up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        (old_volume,) = _volumes(isolated, project)
+        devsecrets_down = _docker(isolated, "rm", "-f", _container(isolated, project, "api"))
+        assert devsecrets_down.returncode == 0
+        _docker(isolated, "stop", "-t", "0", f"devsecrets-{project}-helper")
+        shutil.rmtree(runtime_dir / project)  # the client's state is gone
+        if not head_start:
+            shutil.rmtree(runtime_dir)
+        again = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert again.returncode == 0, again.stderr.decode()
+        (new_volume,) = _volumes(isolated, project)
+        assert new_volume != old_volume
+        cid = _container(isolated, project, "api")
+        assert _docker(isolated, "exec", cid, "cat", "/run/secrets/db_password").stdout == value
+    finally:
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
