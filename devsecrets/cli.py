@@ -9,7 +9,7 @@ import secrets as _random
 import string
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from devsecrets import __version__
+from devsecrets.app import App, say, speller, warn
 from devsecrets.errors import EXIT_OK, DevsecretsError, UsageProblem, error_lines
 
 if TYPE_CHECKING:
@@ -24,10 +25,9 @@ if TYPE_CHECKING:
 
     from devsecrets.compose import ComposeOptions
     from devsecrets.deploy import Confirm, Plan
-    from devsecrets.keys import Identities
     from devsecrets.stackops import StackContext
-    from devsecrets.store import Progress, Store
-    from devsecrets.store.trust import Approvals, Review
+    from devsecrets.store import Progress
+    from devsecrets.store.trust import Review
     from devsecrets.swarm import Target
 
 ALPHABETS = {
@@ -36,40 +36,6 @@ ALPHABETS = {
     "base64url": string.ascii_letters + string.digits + "-_",
     "printable": string.ascii_letters + string.digits + string.punctuation,
 }
-
-
-@dataclass
-class App:
-    """What every command needs, resolved lazily so `get` pays only for what it uses."""
-
-    env: dict[str, str]
-    cwd: Path
-    store_option: Path | None
-    _identities: Identities | None = field(default=None, repr=False)
-
-    def store(self) -> Store:
-        from devsecrets.store import find_store
-
-        store = find_store(self.cwd, self.store_option)
-        pending = store.pending()  # an interrupted `recipients rm`: every command says so
-        if pending:
-            _warn(pending.message)
-            _say(f"hint: {pending.hint}")
-        store.approvals = self.approvals(store.root)
-        return store
-
-    def approvals(self, root: Path) -> Approvals:
-        """This user's approved recipients for the store at `root` (kept outside the repo)."""
-        from devsecrets.store.trust import Approvals
-
-        return Approvals(root, self.env, lambda: self.identities().public)
-
-    def identities(self) -> Identities:
-        if self._identities is None:
-            from devsecrets.keys import find_identities
-
-            self._identities = find_identities(self.env)
-        return self._identities
 
 
 pass_app = click.make_pass_decorator(App)
@@ -810,29 +776,8 @@ def _options(kwargs: Mapping[str, Any]) -> ComposeOptions:
     )
 
 
-def _command(app: App, kwargs: Mapping[str, Any], command: str, project: str) -> str:
-    """The exact devsecrets command for this stack, with the flags that found it (a project
-    name from -p or COMPOSE_PROJECT_NAME is spelled out: another shell may not have it)."""
-    import shlex
-
-    parts = ["devsecrets", *command.split()]
-    for path in kwargs["files"]:
-        parts += ["-f", path]
-    if kwargs["project_name"] or app.env.get("COMPOSE_PROJECT_NAME"):
-        parts += ["-p", project]
-    for profile in kwargs["profiles"]:
-        parts += ["--profile", profile]
-    for env_file in kwargs["env_files"]:
-        parts += ["--env-file", env_file]
-    if kwargs["project_directory"]:
-        parts += ["--project-directory", kwargs["project_directory"]]
-    if kwargs["allow_disk"]:
-        parts.append("--allow-disk")
-    return shlex.join(parts)
-
-
 def _speller(app: App, kwargs: Mapping[str, Any]) -> Callable[[str, str], str]:
-    return lambda command, project: _command(app, kwargs, command, project)
+    return speller(app, kwargs)
 
 
 def _stack(app: App, kwargs: Mapping[str, Any]) -> StackContext:
@@ -1395,13 +1340,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _say(line: str) -> None:
-    """One line on stderr, with the prefix every devsecrets line has."""
-    click.echo(f"devsecrets: {line}", err=True)
-
-
-def _warn(line: str) -> None:
-    _say(f"warning: {line}")
+_say, _warn = say, warn  # click.echo(err=True) wrote the same bytes; app.py has no click
 
 
 def _note(review: Review | None) -> None:

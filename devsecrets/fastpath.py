@@ -1,4 +1,5 @@
-"""The commands the console script runs without click: `get [--json] NAME...`, `set NAME`.
+"""The commands the console script runs without click: `get [--json] NAME...`, `set NAME`,
+`up -d`.
 
 Scripts call it in loops and start-up is most of its time (bench/bench_get.py), so it skips
 click and the CLI module: it first tries the lean reader (`fastget`), then the full store
@@ -38,6 +39,10 @@ def lean_command(args: list[str]) -> Callable[[], int] | None:
             return lambda: _get(store, names, as_json)
     if len(args) == 2 and args[0] == "set" and not args[1].startswith("-"):
         return _set_command(store, args[1])
+    if args[:1] == ["up"] and store is None and "_DEVSECRETS_COMPLETE" not in os.environ:
+        found = _up_args(args[1:])
+        if found is not None:
+            return lambda: _up(found)
     return None
 
 
@@ -65,12 +70,9 @@ def _set(plan: Plan, store_option: str | None) -> int:
     value = sys.stdin.buffer.read()
     changed = write(plan, value)
     if changed is None:  # the full store decides, with the value already read
-        from pathlib import Path
+        from devsecrets.app import current
 
-        from devsecrets.cli import App
-
-        option = Path(store_option) if store_option else None
-        app = App(env=dict(os.environ), cwd=Path.cwd(), store_option=option)
+        app = current(store_option)
         store = app.store()
         changed = store.write_many({plan.name: value}, app.identities())[plan.name]
     state = "stored" if changed else "unchanged"
@@ -121,3 +123,112 @@ def _identities() -> Identities:
     from devsecrets.keys import find_identities
 
     return find_identities(os.environ)
+
+
+# `up -d` (bench/bench_up.py: start-up is what devsecrets adds to compose's own `up`): the
+# options it takes here, as click parses them for `up` (name: (keyword, takes a value)).
+_UP_OPTIONS = {
+    "-f": ("files", True), "--file": ("files", True), "-c": ("files", True),
+    "--compose-file": ("files", True), "-p": ("project_name", True),
+    "--project-name": ("project_name", True), "--profile": ("profiles", True),
+    "--env-file": ("env_files", True), "--project-directory": ("project_directory", True),
+    "--allow-disk": ("allow_disk", False), "--engine-mode": ("engine_mode", True),
+    "--helper-image": ("helper_image", True), "--no-watch": ("no_watch", False),
+    "--no-mask": ("no_mask", False),
+}  # fmt: skip
+_REPEATED = ("files", "profiles", "env_files")
+
+
+def _up_args(args: list[str]) -> _UpArgs | None:
+    """click's reading of `up ARGS` when ARGS are `-d` (or `--detach`) and the options above,
+    each once (-f, --profile, --env-file: any number) and spelled `-x V`, `--xx V` or
+    `--xx=V`; else None (the full CLI takes every other shape)."""
+    found = _UpArgs()
+    detach = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if arg in ("-d", "--detach"):
+            detach.append(arg)
+        elif name not in _UP_OPTIONS:
+            return None
+        elif not _UP_OPTIONS[name][1]:
+            if eq or _UP_OPTIONS[name][0] in found.flags:
+                return None
+            found.flags.add(_UP_OPTIONS[name][0])
+        else:
+            key = _UP_OPTIONS[name][0]
+            if not eq:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                value = args[i]
+            if key in _REPEATED:
+                found.lists.setdefault(key, []).append(value)
+            elif key in found.values:
+                return None
+            else:
+                found.values[key] = value
+        i += 1
+    if len(detach) != 1 or found.values.get("engine_mode", "auto") not in _MODES:
+        return None
+    found.detach = detach[0]
+    return found
+
+
+_MODES = ("auto", "host", "engine")
+
+
+class _UpArgs:
+    def __init__(self) -> None:
+        self.lists: dict[str, list[str]] = {}
+        self.values: dict[str, str] = {}
+        self.flags: set[str] = set()
+        self.detach = "-d"
+
+
+def _up(found: _UpArgs) -> int:
+    """`up -d` as the full CLI's `up` runs it (tests/test_entry.py compares the two)."""
+    from devsecrets.app import current, say, speller, warn
+    from devsecrets.compose import ComposeOptions
+    from devsecrets.live import parse_cli_policies
+    from devsecrets.pipeline import UpOptions, bring_up
+
+    compose = ComposeOptions(
+        files=tuple(found.lists.get("files", ())),
+        project_name=found.values.get("project_name"),
+        profiles=tuple(found.lists.get("profiles", ())),
+        env_files=tuple(found.lists.get("env_files", ())),
+        project_directory=found.values.get("project_directory"),
+    )
+    allow_disk = "allow_disk" in found.flags
+    options = UpOptions(
+        compose=compose,
+        args=(found.detach,),
+        policies=parse_cli_policies(()),
+        watch="no_watch" not in found.flags,
+        mask="no_mask" not in found.flags,
+        allow_disk=allow_disk,
+        engine_mode=found.values.get("engine_mode"),
+        helper_image=found.values.get("helper_image"),
+    )
+    kwargs = {  # as click passes them to `up`, for the commands `up` suggests
+        "files": compose.files,
+        "project_name": compose.project_name,
+        "profiles": compose.profiles,
+        "env_files": compose.env_files,
+        "project_directory": compose.project_directory,
+        "allow_disk": allow_disk,
+    }
+    app = current(None)
+    return bring_up(
+        options,
+        app.cwd,
+        app.env,
+        app.store,
+        app.identities,
+        say=say,
+        warn=warn,
+        spell=speller(app, kwargs),
+    )
