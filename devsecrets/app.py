@@ -61,7 +61,12 @@ def current(store_option: str | os.PathLike[str] | None) -> App:
 
 
 def say(line: str) -> None:
-    """One line on stderr, with the prefix every devsecrets line has."""
+    """One line on stderr, with the prefix every devsecrets line has. As click.echo did:
+    terminal escape sequences are dropped when stderr is not a terminal."""
+    if "\x1b" in line and not sys.stderr.isatty():
+        import re
+
+        line = re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", line)
     sys.stderr.write(f"devsecrets: {line}\n")
     sys.stderr.flush()
 

@@ -198,6 +198,11 @@ def check_engine(env: Mapping[str, str]) -> None:
     # `configcache.prestart` may have started this very check before the imports
     out = _capture(["docker", "version", "--format", "{{.Server.Version}}"], env, None, 60, True)
     if out.returncode != 0:
+        from devsecrets.engine_mode import engine_unreachable
+
+        known = engine_unreachable(out.stderr.decode(errors="replace"))
+        if known is not None:
+            raise known
         raise ComposeError(
             "no Docker engine answers (docker version failed)",
             hint="start Docker, or check DOCKER_HOST / `docker context`",

@@ -107,7 +107,10 @@ class Pending:
             sees, unexpected = self._answer()
             if sees:
                 choice = EngineChoice(HOST, f"the engine sees {runtime_root} on this machine")
-            elif unexpected:
+            elif unexpected:  # an engine that answers oddly, or none: `docker version` says
+                from devsecrets.compose import check_engine
+
+                check_engine(self.env)
                 choice = EngineChoice(
                     ENGINE,
                     f"probing whether the engine sees {runtime_root} gave an unexpected answer "
@@ -149,16 +152,9 @@ def read_answer(
         return True, ""
     if "bind source path does not exist" in text or "Mounts denied" in text:
         return False, ""
-    if _unreachable(text):
-        raise ComposeError(
-            f"no Docker engine answers (docker: {text.strip().splitlines()[0][:160]})",
-            hint="start Docker, or check DOCKER_HOST / `docker context`",
-        )
-    if "permission denied while trying to connect" in text:
-        raise ComposeError(
-            "no Docker engine answers to this user (permission denied on its socket)",
-            hint="join the engine's group (usually docker), or use rootless Docker / DOCKER_HOST",
-        )
+    unreachable = engine_unreachable(text)
+    if unreachable is not None:
+        raise unreachable
     lines = text.strip().splitlines()
     return False, (lines[0][:120] if lines else f"exit {code}")
 
@@ -183,6 +179,23 @@ def rootless_as_me(env: Mapping[str, str]) -> bool:
     except OSError:
         return False
     return stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def engine_unreachable(text: str) -> ComposeError | None:
+    """The one-line error for a docker CLI's "no engine there" or "not for you" (its stderr),
+    or None when the text says neither."""
+    if _unreachable(text):
+        lines = [x for x in text.strip().splitlines() if x and not x.startswith("WARNING")]
+        return ComposeError(
+            f"no Docker engine answers (docker: {(lines or [''])[0][:200]})",
+            hint="start Docker, or check DOCKER_HOST / `docker context`",
+        )
+    if "permission denied while trying to connect" in text:
+        return ComposeError(
+            "no Docker engine answers to this user (permission denied on its socket)",
+            hint="join the engine's group (usually docker), or use rootless Docker / DOCKER_HOST",
+        )
+    return None
 
 
 def _unreachable(text: str) -> bool:

@@ -27,7 +27,7 @@ import json
 import os
 import secrets as _random
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,10 +102,39 @@ def run_argv(project: str, volume: str, size: int, client: str, image: str) -> l
 
 
 def spawn_run(argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """The helper's attached `docker run`: its stdin and stdout are the write loop's."""
+    """The helper's attached `docker run`: its stdin and stdout are the write loop's. It dies
+    with this process (Linux: PR_SET_PDEATHSIG), so an end that skips our cleanup (SIGKILL, a
+    stop signal before the plaintext guard) leaves no attached client behind."""
     return subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env)
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        preexec_fn=_die_with_parent(),  # noqa: PLW1509 - two syscalls, resolved before the fork
     )
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec: SIGKILL when this process ends. Resolved here, so the
+    child imports nothing (another thread may hold the import lock at the fork)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, ImportError):  # not Linux: best effort
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)  # SIGKILL
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+    return child
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def engine_key(env: Mapping[str, str]) -> str:

@@ -150,25 +150,29 @@ def ensure(
         )
     if found is not None:
         _docker(env, "rm", "-f", helper, check=False)
-    began = engine_prestart.take_helper(project, env)  # the head start, if any
     # the project's earlier volumes (or one a crash left), listed while the helper starts
     earlier = _start(
         env, "volume", "ls", "-q",
         "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
     )  # fmt: skip
+    began = None
     made = ""
     try:
+        began = engine_prestart.take_helper(project, env)  # the head start, if any
         if began is not None:  # its `docker run` ends only if it failed
             if began.proc.poll() is None and began.size >= needed and found is None:
                 made, size = began.volume, began.size
                 _runs[helper] = _Run(began.argv, began.proc)
             else:
                 engine_prestart.remove(began, env)
+            began = None
         if not made:
             made = f"{prefix}-{_random.token_hex(4)}"
             argv = engine_prestart.run_argv(project, made, size, client, helper_image)
             _runs[helper] = _Run(argv, engine_prestart.spawn_run(argv, env))
     except BaseException:
+        if began is not None:  # taken, not yet ours or removed
+            engine_prestart.remove(began, env)
         _finish(earlier)
         raise
     # removed once the new helper runs (`_drop_earlier`): a leftover helper by the same name
@@ -227,7 +231,11 @@ def _through_run(store: EngineStore, env: Mapping[str, str], script: str, tar: b
     if run is None:
         return None
     for attempt in (1, 2):
-        answer = _message(run.proc, script, tar)
+        try:
+            answer = _message(run.proc, script, tar)
+        except BaseException:  # a stop signal: the client must not outlive us
+            engine_prestart.detach(run.proc)
+            raise
         if answer is not None:
             if answer == "ok":
                 key = (store.helper, store.volume)
@@ -238,12 +246,46 @@ def _through_run(store: EngineStore, env: Mapping[str, str], script: str, tar: b
         engine_prestart.detach(run.proc)  # it ended, or never answered: it failed
         detail = (run.proc.stderr.read() if run.proc.stderr else b"").decode(errors="replace")
         if "Conflict" in detail and attempt == 1:
-            _docker(env, "rm", "-f", store.helper, check=False)
+            _replace_leftover(env, store)
             run = _Run(run.argv, engine_prestart.spawn_run(run.argv, env))
             continue
-        lines = [x for x in detail.strip().splitlines() if not x.startswith("Run 'docker")]
-        raise ComposeError(f"engine mode: docker run (helper) failed: {lines[0] if lines else ''}")
+        why = _docker_error(detail) or f"no answer in {_TIMEOUT} s"
+        raise ComposeError(f"engine mode: docker run (helper) failed: {why}")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _replace_leftover(env: Mapping[str, str], store: EngineStore) -> None:
+    """Remove a container by the helper's name if it is a devsecrets helper of this project
+    (left by a crash, or with the client's state lost); refuse to touch anyone else's."""
+    out = _docker(env, "inspect", "--type", "container", "--format", "{{json .Config.Labels}}",
+                  store.helper, check=False)  # fmt: skip
+    try:
+        labels = json.loads(out.stdout) if out.returncode == 0 else {}
+    except ValueError:
+        labels = {}
+    if (
+        not isinstance(labels, dict)
+        or labels.get(ROLE) != "helper"
+        or (labels.get(LABEL) != store.project)
+    ):
+        raise ComposeError(
+            f"engine mode: a container named {store.helper} exists and is not this project's "
+            "devsecrets helper",
+            hint=f"rename or remove it (docker rm {store.helper}) if it is not needed",
+        )
+    _docker(env, "rm", "-f", store.helper, check=False)
+
+
+def _docker_error(text: str) -> str:
+    """The line of a docker CLI failure that says why: the daemon's answer, else the first
+    line that is not a warning, a progress note or the usage hint."""
+    lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
+    for line in lines:
+        if "Error response from daemon" in line or line.startswith("docker: "):
+            return line
+    noise = ("WARNING", "Run 'docker", "Unable to find image")
+    useful = [x for x in lines if not x.startswith(noise)]
+    return useful[0] if useful else (lines[-1] if lines else "")
 
 
 _INSPECT = (
@@ -485,20 +527,41 @@ def _channel_write(store: EngineStore, script: str, tar: bytes) -> str | None:
 
 def _message(proc: subprocess.Popen[bytes], script: str, tar: bytes) -> str | None:
     """One message to a write loop: its answer, "ok" or the failure's last line; None when
-    it did not answer (it ended, or broke)."""
+    it did not answer within _TIMEOUT (it ended, broke, or the engine stalls)."""
     if proc.stdin is None or proc.stdout is None:
         return None
     body = script.encode()
+    deadline = time.monotonic() + _TIMEOUT
     try:
-        proc.stdin.write(f"{len(body)} {len(tar)}\n".encode() + body + tar)
-        proc.stdin.flush()
-        ready, _, _ = select.select([proc.stdout], [], [], _TIMEOUT)
+        if not _send(proc.stdin.fileno(), f"{len(body)} {len(tar)}\n".encode() + body + tar,
+                     deadline):  # fmt: skip
+            return None
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
         line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
     except (OSError, ValueError):
         line = ""
     if line == "ok":
         return "ok"
     return line.removeprefix("fail ") if line.startswith("fail ") else None
+
+
+def _send(fd: int, data: bytes, deadline: float) -> bool:
+    """Write all of `data` to a pipe by `deadline` (a tar bigger than the pipe waits for the
+    engine to take it: bounded, as `docker exec` was by its timeout)."""
+    view = memoryview(data)
+    os.set_blocking(fd, False)
+    try:
+        while view:
+            _, ready, _ = select.select([], [fd], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return False
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+    finally:
+        os.set_blocking(fd, True)
+    return True
 
 
 def close_all() -> None:

@@ -24,9 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     if name in HOLDS_PLAINTEXT:
         _stop_signals_not_ignored()
     if name in ("up", "render"):
-        from devsecrets import configcache
+        try:
+            from devsecrets import configcache
 
-        configcache.prestart(args)  # compose config runs while the rest is imported
+            configcache.prestart(args)  # compose config runs while the rest is imported
+        except KeyboardInterrupt:  # Ctrl-C this early: what started is stopped, one line
+            if "devsecrets.configcache" in sys.modules:
+                sys.modules["devsecrets.configcache"].discard()
+            _stderr("devsecrets: interrupted\n")
+            return 130
     from devsecrets.fastpath import lean_command
 
     command = lean_command(args)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def lean_command(args: list[str]) -> Callable[[], int] | None:
     """The command to run for `args` (the caller maps its errors: `entry.guarded`), or None
     for the full CLI."""
-    store = None
+    store, original = None, args
     if args[:1] == ["--store"] and len(args) >= 2:
         store, args = args[1], args[2:]
     elif args[:1] and args[0].startswith("--store="):
@@ -39,7 +39,7 @@ def lean_command(args: list[str]) -> Callable[[], int] | None:
             return lambda: _get(store, names, as_json)
     if len(args) == 2 and args[0] == "set" and not args[1].startswith("-"):
         return _set_command(store, args[1])
-    if args[:1] == ["up"] and store is None and "_DEVSECRETS_COMPLETE" not in os.environ:
+    if args[:1] == ["up"] and _plain_environment(original):
         found = _up_args(args[1:])
         if found is not None:
             return lambda: _up(found)
@@ -178,6 +178,20 @@ def _up_args(args: list[str]) -> _UpArgs | None:
 
 
 _MODES = ("auto", "host", "engine")
+
+
+def _plain_environment(args: list[str]) -> bool:
+    """No global option, nothing click reads from the environment for the group (the store,
+    a debug value it would refuse), no shell completion, no `--debug` anywhere (the full
+    CLI's tracebacks): then click has nothing to say that the lean `up -d` would not."""
+    env = os.environ
+    return (
+        args[:1] == ["up"]
+        and "--debug" not in args
+        and "DEVSECRETS_STORE" not in env
+        and env.get("DEVSECRETS_DEBUG", "0") in ("0", "1")
+        and "_DEVSECRETS_COMPLETE" not in env
+    )
 
 
 class _UpArgs:

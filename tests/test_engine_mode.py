@@ -110,13 +110,15 @@ def _probe(host: str, project: str) -> dict[str, list[str]]:
     return seen
 
 
-def _failing_docker(tmp_path: Path, answer: str) -> Path:
+def _failing_docker(tmp_path: Path, answer: str, *, version: bool = False) -> Path:
     """A directory with a `docker` that prints `answer` on stderr and fails, as a probe
-    container's `docker run` does on an engine that cannot bind this machine's files."""
+    container's `docker run` does on an engine that cannot bind this machine's files; with
+    `version`, `docker version` answers (an engine is there)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
-    docker.write_text(f"#!/bin/sh\necho '{answer}' >&2\nexit 1\n")
+    answers = '[ "$1" = version ] && { echo 28.0.0; exit 0; }\n' if version else ""
+    docker.write_text(f"#!/bin/sh\n{answers}echo '{answer}' >&2\nexit 1\n")
     docker.chmod(0o755)
     return bin_dir
 
@@ -443,7 +445,7 @@ def test_200_live_changes_in_the_engine_are_never_torn(
 def test_the_probe_reads_the_engines_answer(
     tmp_path: Path, answer: str, mode: str, why: str
 ) -> None:
-    bin_dir = _failing_docker(tmp_path, answer)
+    bin_dir = _failing_docker(tmp_path, answer, version=True)
     root = tmp_path / "runtime"
     root.mkdir()
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DOCKER_HOST": "unix:///nowhere.sock"}
@@ -486,6 +488,16 @@ def test_the_probe_tells_an_engine_that_cannot_be_reached(
     with pytest.raises(ComposeError) as raised:
         engine_mode.choose(None, env, tmp_path)
     assert str(raised.value).startswith(line)
+
+
+def test_an_odd_probe_answer_from_no_engine_is_not_taken_for_engine_mode(tmp_path: Path) -> None:
+    """The probe is the engine check in automatic mode: an answer it does not know is
+    checked with `docker version` before engine mode is chosen."""
+    from devsecrets.errors import ComposeError
+
+    env = {"PATH": f"{_failing_docker(tmp_path, 'client version 1.12 is too old')}:/usr/bin:/bin"}
+    with pytest.raises(ComposeError, match="no Docker engine answers"):
+        engine_mode.choose(None, env, tmp_path)
 
 
 def test_engine_mode_over_plain_tcp_is_refused_when_chosen_automatically(tmp_path: Path) -> None:

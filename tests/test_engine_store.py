@@ -413,3 +413,124 @@ def test_a_helper_left_by_a_lost_client_state_is_replaced_with_its_volume(
     finally:
         devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
         _remove_project(isolated, project)
+
+
+def _attached_clients(project: str) -> list[str]:
+    """pids of `docker run` clients attached to the project's helper, on this machine."""
+    out = subprocess.run(
+        ["pgrep", "-f", f"docker run -i --sig-proxy=false --name devsecrets-{project}-helper"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+def test_an_up_ended_while_its_helper_starts_leaves_no_attached_client(
+    alice: User, isolated: str, runtime_dir: Path, signum: int
+) -> None:
+    """The helper's `docker run` client stays attached until the first values are in. If
+    `up -d` ends meanwhile (SIGKILL: no cleanup runs; a stop signal, possibly before the
+    plaintext guard), that client must not stay behind, attached to the helper forever."""
+    assert (
+        alice.run("set", "db_password", input=b"canary-" + secrets.token_hex(8).encode()).exit_code
+        == 0
+    )
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    env = _env(alice, isolated, runtime_dir, DEVSECRETS_ENGINE_MODE="engine")
+    try:
+        up = subprocess.Popen(
+            [*devsecrets_cmd(), "up", *files, "-d"],
+            cwd=alice.project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # the helper runs and its client is still attached: compose's own `up` is under way
+        helper = f"devsecrets-{project}-helper"
+        wait_for(
+            lambda: (
+                up.poll() is not None
+                or (_attached_clients(project) and _docker(isolated, "top", helper).returncode == 0)
+            ),
+            "the helper running",
+            60,
+            0.02,
+        )
+        assert up.poll() is None, "up -d ended before the helper ran"
+        up.send_signal(signum)
+        up.wait(timeout=60)
+        wait_for(lambda: not _attached_clients(project), "no attached client", 3)
+    finally:
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
+
+
+def test_a_foreign_container_with_the_helpers_name_is_left_alone(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    """A name conflict replaces only a devsecrets helper of this project; a container of
+    someone else's that happens to have the name is refused, in one line, and kept."""
+    assert (
+        alice.run("set", "db_password", input=b"canary-" + secrets.token_hex(8).encode()).exit_code
+        == 0
+    )
+    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
+    project = project_name()
+    files = ["-f", "docker-stack.yml", "-p", project]
+    env = _env(alice, isolated, runtime_dir, DEVSECRETS_ENGINE_MODE="engine")
+    name = f"devsecrets-{project}-helper"
+    made = _docker(isolated, "create", "--name", name, "--network", "none", TEST_IMAGE, "true")
+    assert made.returncode == 0, made.stderr.decode()
+    try:
+        up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 1
+        lines = up.stderr.decode().splitlines()
+        assert lines[0] == (
+            f"devsecrets: error: engine mode: a container named {name} exists and is not "
+            "this project's devsecrets helper"
+        ), lines
+        assert _docker(isolated, "inspect", "--format", "{{.Name}}", name).returncode == 0
+        assert not _attached_clients(project)
+    finally:
+        _docker(isolated, "rm", "-f", name)
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
+
+
+def test_a_write_the_engine_does_not_take_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tar larger than the pipe, to a loop that never reads (a stalled engine): the write
+    gives up at the timeout instead of blocking for ever."""
+    from devsecrets import engine_store
+
+    monkeypatch.setattr(engine_store, "_TIMEOUT", 0.5)
+    stalled = subprocess.Popen(
+        ["sleep", "20"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        began = time.monotonic()
+        assert engine_store._message(stalled, ":", b"x" * (4 << 20)) is None
+        assert time.monotonic() - began < 5
+    finally:
+        stalled.kill()
+        stalled.communicate()
+
+
+@pytest.mark.parametrize(
+    ("stderr", "line"),
+    [
+        (
+            "Unable to find image 'r:9/x:1' locally\ndocker: Error response from daemon: "
+            "Get \"https://r:9/v2/\": connection refused\nRun 'docker run --help' for more",
+            'docker: Error response from daemon: Get "https://r:9/v2/": connection refused',
+        ),
+        ("WARNING: something\nthe cause\n", "the cause"),
+        ("", ""),
+    ],
+)
+def test_a_failed_docker_run_is_named_by_its_cause(stderr: str, line: str) -> None:
+    from devsecrets.engine_store import _docker_error
+
+    assert _docker_error(stderr) == line

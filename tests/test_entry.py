@@ -164,12 +164,53 @@ def test_the_lean_up_reads_its_arguments_as_click_does(args: list[str]) -> None:
         (["up", "-d", "-p", "a", "-p", "b"], False),
         (["up", "-d", "--engine-mode", "bogus"], False),
         (["--store", "/s", "up", "-d"], False),
+        (["--store=", "up", "-d"], False),  # click reads it as "." and says so
+        (["up", "-d", "-p", "--debug"], False),  # the full CLI's tracebacks
         (["--debug", "up", "-d"], False),
         (["up", "-d", "--help"], False),
     ],
 )
 def test_only_plain_up_detached_takes_the_fast_path(args, lean):
     assert (lean_command(args) is not None) == lean
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "lean"),
+    [
+        ("DEVSECRETS_STORE", "/s", False),
+        ("DEVSECRETS_STORE", "", False),
+        ("DEVSECRETS_DEBUG", "1", True),
+        ("DEVSECRETS_DEBUG", "foo", False),  # click refuses it: a usage error
+        ("_DEVSECRETS_COMPLETE", "bash_complete", False),
+    ],
+)
+def test_what_click_reads_from_the_environment_sends_up_to_click(
+    variable, value, lean, monkeypatch
+):
+    monkeypatch.setenv(variable, value)
+    assert (lean_command(["up", "-d"]) is not None) == lean
+
+
+def test_ctrl_c_during_the_head_start_is_one_line_and_130(tmp_path: Path) -> None:
+    """A Ctrl-C while `up` starts compose early (before the CLI's handler exists)."""
+    code = (
+        "import sys\n"
+        "from devsecrets import configcache, entry\n"
+        "def interrupted(args): raise KeyboardInterrupt\n"
+        "configcache.prestart = interrupted\n"
+        "sys.argv = ['devsecrets', 'up', '-d']\n"
+        "sys.exit(entry.main())\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert (ran.returncode, ran.stderr) == (130, "devsecrets: interrupted\n")
+
+
+def test_lines_for_a_pipe_carry_no_terminal_escapes(capsys) -> None:
+    """As click.echo did: escape sequences (from a path or a name) are dropped off a terminal."""
+    from devsecrets.app import say
+
+    say("mounted \x1b[31mred\x1b[0m in /x")
+    assert capsys.readouterr().err == "devsecrets: mounted red in /x\n"
 
 
 @pytest.mark.docker
