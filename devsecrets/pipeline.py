@@ -86,7 +86,8 @@ def bring_up(
     def live(session: Session) -> LiveStack:
         return LiveStack(session, store_factory(), identities_factory(), options.policies, say)
 
-    with plaintext_guard():  # a stop signal from here on wipes what was written
+    with plaintext_guard(), wiped_on_error(None, detached) as handover:
+        # a stop signal from here on wipes what was written
         session = prepare(
             options.compose,
             cwd,
@@ -99,19 +100,19 @@ def bring_up(
             engine_mode_flag=options.engine_mode,
             helper_image=options.helper_image,
             building="--build" in options.args,  # build secrets the store lacks: an error
+            handover=handover,
         )
-        with wiped_on_error(session, detached):
-            if session.choice is not None:
-                say(session.choice.line())
-            say(summary(session))
-            project = session.model.project
-            if detached and options.watch:
-                say(f"detached; run `{spell('watch', project)}` to follow store changes")
-            watching = live(session) if options.watch and not detached else None
-            hook = (lambda: start_watching(watching)) if watching else None
-            live_values = watching.values if watching else {}
-            masker = Masker(lambda: {**session.values, **live_values}) if options.mask else None
-        return start_stack(
+        if session.choice is not None:
+            say(session.choice.line())
+        say(summary(session))
+        project = session.model.project
+        if detached and options.watch:
+            say(f"detached; run `{spell('watch', project)}` to follow store changes")
+        watching = live(session) if options.watch and not detached else None
+        hook = (lambda: start_watching(watching)) if watching else None
+        live_values = watching.values if watching else {}
+        masker = Masker(lambda: {**session.values, **live_values}) if options.mask else None
+        return start_stack(  # inside: no moment between the two cleanups
             session,
             options.args,
             while_running=hook,
@@ -122,6 +123,7 @@ def bring_up(
             redeploy=lambda: redeploy(
                 session, store_factory(), identities_factory(), options.policies, say
             ),
+            handover=handover,
         )
 
 
@@ -148,6 +150,7 @@ def prepare(
     helper_image: str | None = None,
     check: Callable[[StackModel], None] | None = None,
     building: bool = False,
+    handover: Handover | None = None,
 ) -> Session:
     """Everything before `compose up`: the secrets are on tmpfs and the override is written.
 
@@ -190,8 +193,9 @@ def prepare(
         sweeper.start()
     try:
         return _prepare_dir(
-            project, model, layout, values, root, env, cwd, choice, helper_image, validate, warn
-        )
+            project, model, layout, values, root, env, cwd, choice, helper_image, validate, warn,
+            handover,
+        )  # fmt: skip
     finally:
         if sweeper is not None:
             sweeper.join()
@@ -229,6 +233,7 @@ def _prepare_dir(
     helper_image: str | None,
     validate: bool,
     warn: Warn,
+    handover: Handover | None,
 ) -> Session:
     project_dir = root / model.project
     created = not project_dir.exists()
@@ -261,28 +266,31 @@ def _prepare_dir(
         override, blocks = publish_override(project_dir, layout, bind_root)
         if validate:
             compose.validate_override(project, override, env, cwd)
+        session = Session(
+            project=project,
+            model=model,
+            layout=layout,
+            project_dir=project_dir,
+            override=override,
+            cwd=cwd,
+            env=env,
+            created_dir=created,
+            written=tuple(written),
+            values=values,
+            blocks=blocks,
+            previous_blocks=previous_blocks,
+            held=held,
+            choice=choice,
+            engine=engine,
+        )
+        if handover is not None:  # the caller's cleanup covers it from here
+            handover.session = session
     except BaseException:
         if created:
             wipe(project_dir, model.project, env)
         held.release()
         raise
-    return Session(
-        project=project,
-        model=model,
-        layout=layout,
-        project_dir=project_dir,
-        override=override,
-        cwd=cwd,
-        env=env,
-        created_dir=created,
-        written=tuple(written),
-        values=values,
-        blocks=blocks,
-        previous_blocks=previous_blocks,
-        held=held,
-        choice=choice,
-        engine=engine,
-    )
+    return session
 
 
 def wipe(project_dir: Path, project: str, env: Mapping[str, str], *, orphans: bool = False) -> None:
@@ -293,15 +301,29 @@ def wipe(project_dir: Path, project: str, env: Mapping[str, str], *, orphans: bo
     runtime_dir.wipe(project_dir)
 
 
+class Handover:
+    """Who wipes on an error or a stop signal: `wiped_on_error`, until `start_stack` takes
+    over inside its own cleanup (`taken`). One flag, so no moment is covered by neither."""
+
+    def __init__(self, session: Session | None) -> None:
+        self.session = session  # set by `prepare` inside its own cleanup, when given this
+        self.taken = False
+
+
 @contextlib.contextmanager
-def wiped_on_error(session: Session, detached: bool) -> Iterator[None]:
+def wiped_on_error(session: Session | None, detached: bool) -> Iterator[Handover]:
     """Between `prepare` and `start_stack`: an error or a stop signal there wipes what was
-    written, unless it belongs to a detached stack that was already running."""
+    written, unless it belongs to a detached stack that was already running, or
+    `start_stack` (called inside, given the handover) has taken over. Call `prepare` inside
+    too, with the handover (session None): it hands the session over before its own cleanup
+    ends, so no moment is covered by neither."""
+    handover = Handover(session)
     try:
-        yield
+        yield handover
     except BaseException:
-        if session.created_dir or not detached:
-            wipe(session.project_dir, session.model.project, session.env)
+        done = handover.session
+        if done is not None and not handover.taken and (done.created_dir or not detached):
+            wipe(done.project_dir, done.model.project, done.env)
         raise
 
 
@@ -314,6 +336,7 @@ def start_stack(
     report: Callable[[str], None] | None = None,
     down_hint: str = "devsecrets down",
     redeploy: Callable[[], None] | None = None,
+    handover: Handover | None = None,
 ) -> int:
     """`compose up ARGS` with the override. A foreground run lasts while its services run
     (see foreground.py) and wipes the secrets when it ends, unless a container of the
@@ -323,6 +346,8 @@ def start_stack(
     detached = compose.is_detached(args)
     argv = session.argv(["up", *args])
     if detached:
+        if handover is not None:  # from here an interrupted `up -d` keeps what it wrote
+            handover.taken = True
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
         if redeploy is not None:
             redeploy()
@@ -333,6 +358,8 @@ def start_stack(
         return code
     say = report or (lambda line: None)
     try:  # a stop signal while foreground loads or the state is written wipes too
+        if handover is not None:  # the `finally` below decides from here
+            handover.taken = True
         from devsecrets import foreground
 
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)

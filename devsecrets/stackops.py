@@ -18,7 +18,7 @@ from devsecrets.errors import DevsecretsError
 if TYPE_CHECKING:
     from devsecrets.compose import ComposeOptions
     from devsecrets.keys import Identities
-    from devsecrets.pipeline import Say, Spell, Warn
+    from devsecrets.pipeline import Handover, Say, Spell, Warn
     from devsecrets.session import Session
     from devsecrets.stack import Policy, StackModel
     from devsecrets.store import Store
@@ -58,6 +58,7 @@ def _prepare(
     validate: bool = True,
     running: Spell | None = None,
     building: bool = False,
+    handover: Handover | None = None,
 ) -> Session:
     """Materialize and render. The stack's on-change policies are read with the stack (and
     the command line's parsed by the caller), so bad ones fail before anything is written.
@@ -84,6 +85,7 @@ def _prepare(
         helper_image=options.helper_image,
         check=check,
         building=building,
+        handover=handover,
     )
 
 
@@ -120,8 +122,8 @@ def build_stack(
     from devsecrets.process import plaintext_guard
 
     with plaintext_guard():  # a stop signal from here on wipes what was written
-        session = _prepare(stack, warn, validate=False, building=True)
-        with wiped_on_error(session, detached=True):  # only what this build wrote
+        with wiped_on_error(None, detached=True) as handover:  # only what this build wrote
+            session = _prepare(stack, warn, validate=False, building=True, handover=handover)
             if session.choice is not None:
                 say(session.choice.line())
             names = ", ".join(f.key for f in session.layout.build.files) or "none"
@@ -152,18 +154,18 @@ def compose_passthrough(
     from devsecrets import compose
     from devsecrets.live import redeploy
     from devsecrets.mask import Masker
-    from devsecrets.pipeline import run_passthrough, start_stack
+    from devsecrets.pipeline import run_passthrough, start_stack, wiped_on_error
     from devsecrets.process import plaintext_guard
 
     if args[0] == "up":  # like `devsecrets up --no-watch`: wiped when it ends
-        with plaintext_guard():
-            session = _prepare(stack, warn, validate=False)
+        with plaintext_guard(), wiped_on_error(None, compose.is_detached(args[1:])) as handover:
+            session = _prepare(stack, warn, validate=False, handover=handover)
             masker = Masker(lambda: session.values) if mask else None
 
             def again() -> None:  # Swarm's model, as `up` applies it
                 redeploy(session, stack.store(), stack.identities(), {}, say)
 
-            return start_stack(session, args[1:], masker=masker, redeploy=again)
+            return start_stack(session, args[1:], masker=masker, redeploy=again, handover=handover)
     if args[0] == "build":  # the build secrets from the store, as `devsecrets build`
         return build_stack(stack, args[1:], mask=mask, say=say, warn=warn)
     if args[0] in STARTS_CONTAINERS:  # these mount secrets: materialize them first

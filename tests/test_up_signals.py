@@ -184,3 +184,30 @@ def test_render_and_down_in_a_users_runtime_dir_touch_nothing_of_theirs(
         assert leftovers(given) == []
     finally:
         shutil.rmtree(given)
+
+
+@pytest.mark.parametrize("detached", [False, True], ids=["foreground", "detached"])
+def test_a_stop_signal_as_compose_is_about_to_start_leaves_no_plaintext(
+    alice: User, stack, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch, detached: bool
+):
+    """The moment `up` hands its files from its preparation's cleanup to `start_stack`'s:
+    a stop signal there (injected at start_stack's first call) is covered by one of them."""
+    from devsecrets import compose
+
+    env, name = stack
+    real, calls = compose.is_detached, []
+
+    def interrupted(args):
+        calls.append(list(args))
+        if len(calls) == 2:  # bring_up's own call is the first; start_stack's the second
+            raise KeyboardInterrupt
+        return real(args)
+
+    monkeypatch.setattr(compose, "is_detached", interrupted)
+    monkeypatch.chdir(alice.project)
+    extra = {"DEVSECRETS_RUNTIME_DIR": str(runtime_dir), "COMPOSE_PROJECT_NAME": name}
+    result = alice.run("up", *(["-d"] if detached else []), env=extra)
+    assert len(calls) == 2
+    assert result.exit_code == 130
+    assert leftovers(runtime_dir) == []
+    assert not (runtime_dir / name).exists()
