@@ -31,6 +31,8 @@ def lean_command(args: list[str]) -> Callable[[], int] | None:
         store, args = args[1], args[2:]
     elif args[:1] and args[0].startswith("--store="):
         store, args = args[0].partition("=")[2], args[1:]
+    if store == "":  # click reads an empty --store as "." (and says there is no store there)
+        return None
     store = store or os.environ.get("DEVSECRETS_STORE") or None
     if args[:1] == ["get"]:
         request = _get_args(args[1:])

@@ -25,6 +25,9 @@ FULL = [sys.executable, "-c", "import sys; from devsecrets.cli import main; sys.
         (["get", "x"], True),
         (["--store", "/s", "get", "x"], True),
         (["--store=/s", "get", "x"], True),
+        (["--store=", "get", "x"], False),  # click reads it as "."
+        (["--store", "", "get", "x"], False),
+        (["--store=", "set", "x"], False),
         (["get", "--json", "x", "y", "x"], True),
         (["set", "x"], False),
         (["set", "x", "--generate"], False),
