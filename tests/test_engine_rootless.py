@@ -34,6 +34,7 @@ from conftest import (
     TEST_IMAGE,
     User,
     make_user,
+    need,
     probe_secrets,
     project_name,
     wait_for,
@@ -112,14 +113,6 @@ def _unavailable() -> str | None:
     return None
 
 
-def _need(reason: str | None) -> None:
-    if reason is None:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def rootless(docker_engine: str) -> Iterator[Rootless]:
     """The rootless engine: the one .ci/run started (DEVSECRETS_ROOTLESS_DOCKER_HOST), else
@@ -129,7 +122,7 @@ def rootless(docker_engine: str) -> Iterator[Rootless]:
     host, state = ROOTLESS, ROOTLESS_STATE
     started = False
     if not host:
-        _need(_unavailable())
+        need(_unavailable())
         digest = hashlib.sha256(str(CODE).encode()).hexdigest()[:8]
         state = f"/tmp/devsecrets-dockerd-rootless-{digest}"  # noqa: S108 - root's, like .ci's
         out = subprocess.run(
@@ -139,7 +132,7 @@ def rootless(docker_engine: str) -> Iterator[Rootless]:
         )
         started = out.returncode == 0
         lines = out.stderr.decode(errors="replace").strip().splitlines()
-        _need(None if started else f"the rootless engine did not start: {lines[-1:]}")
+        need(None if started else f"the rootless engine did not start: {lines[-1:]}")
         host = out.stdout.decode().strip()
     try:
         reason = None
@@ -151,7 +144,7 @@ def rootless(docker_engine: str) -> Iterator[Rootless]:
             reason = f"the engine at {host} does not answer or is not rootless"
         elif _docker(host, "image", "inspect", TEST_IMAGE).returncode != 0:
             reason = f"the rootless engine at {host} lacks {TEST_IMAGE}"
-        _need(reason)
+        need(reason)
         uid = os.stat(host.removeprefix("unix://")).st_uid
         entry = pwd.getpwuid(uid)
         assert uid != 0, "the rootless engine's socket belongs to root"
@@ -459,7 +452,7 @@ def test_an_engine_restart_does_not_start_the_service_without_its_secrets(person
         reason = f"DEVSECRETS_ROOTLESS_STATE ({state}) is not the state of {host}"
     elif not (state / "dockerd.pid").exists():
         reason = f"the rootless engine's state is not at {state}"
-    _need(reason)
+    need(reason)
     value = b"canary-rootless-" + secrets.token_hex(12).encode()
     assert person.user.run("set", "db_password", input=value).exit_code == 0
     write_stack(
