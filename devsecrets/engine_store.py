@@ -20,7 +20,6 @@ file or directory" instead of running without its secrets.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -576,11 +575,7 @@ def close_all() -> None:
 def _channel_close(key: tuple[str, str]) -> None:
     proc = _channels.pop(key, None)
     if proc is not None:
-        with contextlib.suppress(OSError):
-            if proc.stdin is not None:
-                proc.stdin.close()
-        proc.kill()
-        proc.wait()
+        engine_prestart.detach(proc)  # a kept exec or a helper's own run: the same ending
 
 
 def _parents(path: str) -> set[str]:
