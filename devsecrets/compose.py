@@ -198,8 +198,6 @@ def check_engine(env: Mapping[str, str]) -> None:
     # `configcache.prestart` may have started this very check before the imports
     out = _capture(["docker", "version", "--format", "{{.Server.Version}}"], env, None, 60, True)
     if out.returncode != 0:
-        from devsecrets.engine_mode import engine_unreachable
-
         known = engine_unreachable(out.stderr.decode(errors="replace"))
         if known is not None:
             raise known
@@ -207,6 +205,38 @@ def check_engine(env: Mapping[str, str]) -> None:
             "no Docker engine answers (docker version failed)",
             hint="start Docker, or check DOCKER_HOST / `docker context`",
         )
+
+
+def engine_unreachable(text: str) -> ComposeError | None:
+    """The one-line error for a docker CLI's "no engine there" or "not for you" (its stderr),
+    or None when the text says neither."""
+    if _unreachable(text):
+        lines = [x for x in text.strip().splitlines() if x and not x.startswith("WARNING")]
+        return ComposeError(
+            f"no Docker engine answers (docker: {(lines or [''])[0][:200]})",
+            hint="start Docker, or check DOCKER_HOST / `docker context`",
+        )
+    if "permission denied while trying to connect" in text:
+        return ComposeError(
+            "no Docker engine answers to this user (permission denied on its socket)",
+            hint="join the engine's group (usually docker), or use rootless Docker / DOCKER_HOST",
+        )
+    return None
+
+
+def _unreachable(text: str) -> bool:
+    """The docker CLI's words for "no engine there" (nothing listens, a bad DOCKER_HOST or
+    context), in the CLI versions we know."""
+    lowered = text.lower()
+    return any(
+        words in lowered
+        for words in (
+            "cannot connect to the docker daemon",
+            "error during connect",
+            "failed to connect to the docker api",
+            "unable to resolve docker endpoint",
+        )
+    )
 
 
 def resolve_project(

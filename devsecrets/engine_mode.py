@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from devsecrets import engine_prestart
-from devsecrets.errors import ComposeError, UsageProblem
+from devsecrets import compose, engine_prestart
+from devsecrets.errors import UsageProblem
 
 HOST = "host"
 ENGINE = "engine"
@@ -108,9 +108,7 @@ class Pending:
             if sees:
                 choice = EngineChoice(HOST, f"the engine sees {runtime_root} on this machine")
             elif unexpected:  # an engine that answers oddly, or none: `docker version` says
-                from devsecrets.compose import check_engine
-
-                check_engine(self.env)
+                compose.check_engine(self.env)
                 choice = EngineChoice(
                     ENGINE,
                     f"probing whether the engine sees {runtime_root} gave an unexpected answer "
@@ -152,7 +150,7 @@ def read_answer(
         return True, ""
     if "bind source path does not exist" in text or "Mounts denied" in text:
         return False, ""
-    unreachable = engine_unreachable(text)
+    unreachable = compose.engine_unreachable(text)
     if unreachable is not None:
         raise unreachable
     lines = text.strip().splitlines()
@@ -179,38 +177,6 @@ def rootless_as_me(env: Mapping[str, str]) -> bool:
     except OSError:
         return False
     return stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid()
-
-
-def engine_unreachable(text: str) -> ComposeError | None:
-    """The one-line error for a docker CLI's "no engine there" or "not for you" (its stderr),
-    or None when the text says neither."""
-    if _unreachable(text):
-        lines = [x for x in text.strip().splitlines() if x and not x.startswith("WARNING")]
-        return ComposeError(
-            f"no Docker engine answers (docker: {(lines or [''])[0][:200]})",
-            hint="start Docker, or check DOCKER_HOST / `docker context`",
-        )
-    if "permission denied while trying to connect" in text:
-        return ComposeError(
-            "no Docker engine answers to this user (permission denied on its socket)",
-            hint="join the engine's group (usually docker), or use rootless Docker / DOCKER_HOST",
-        )
-    return None
-
-
-def _unreachable(text: str) -> bool:
-    """The docker CLI's words for "no engine there" (nothing listens, a bad DOCKER_HOST or
-    context), in the CLI versions we know."""
-    lowered = text.lower()
-    return any(
-        words in lowered
-        for words in (
-            "cannot connect to the docker daemon",
-            "error during connect",
-            "failed to connect to the docker api",
-            "unable to resolve docker endpoint",
-        )
-    )
 
 
 def endpoint(env: Mapping[str, str]) -> tuple[str, bool]:
