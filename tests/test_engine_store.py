@@ -36,6 +36,16 @@ from test_engine_mode import (
 __all__ = ["isolated"]  # the fixture, imported to be used here
 
 
+def _one_secret_stack(user: User) -> tuple[bytes, str, list[str]]:
+    """`api` with `db_password` (a fresh canary) in the user's project: (the value, a fresh
+    project name, the compose flags naming both)."""
+    value = b"canary-" + secrets.token_hex(8).encode()
+    assert user.run("set", "db_password", input=value).exit_code == 0
+    write_stack(user.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
+    project = project_name()
+    return value, project, ["-f", "docker-stack.yml", "-p", project]
+
+
 def _helper_files(host: str, project: str, service: str) -> list[str]:
     """The names in a service's run-secrets directory, read inside the helper, one per NUL."""
     out = _docker(
@@ -318,13 +328,7 @@ def _hint(root: Path, host: str, mode: str) -> None:
 def test_a_head_start_on_a_wrong_guess_or_a_failed_command_leaves_no_helper(
     alice: User, isolated: str, runtime_dir: Path
 ) -> None:
-    assert (
-        alice.run("set", "db_password", input=b"canary-" + secrets.token_hex(8).encode()).exit_code
-        == 0
-    )
-    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
-    project = project_name()
-    files = ["-f", "docker-stack.yml", "-p", project]
+    _, project, files = _one_secret_stack(alice)
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     for engine in (host, isolated):
         env = _env(alice, engine, runtime_dir)
@@ -353,11 +357,7 @@ def test_a_head_start_on_a_wrong_guess_or_a_failed_command_leaves_no_helper(
 def test_a_wrong_guess_of_where_the_engine_keeps_volumes_is_corrected(
     alice: User, isolated: str, runtime_dir: Path
 ) -> None:
-    value = b"canary-" + secrets.token_hex(8).encode()
-    assert alice.run("set", "db_password", input=value).exit_code == 0
-    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
-    project = project_name()
-    files = ["-f", "docker-stack.yml", "-p", project]
+    value, project, files = _one_secret_stack(alice)
     env = _env(alice, isolated, runtime_dir)
     try:
         first = devsecrets(["render", *files], cwd=alice.project, env=env)  # learns it
@@ -386,11 +386,7 @@ def test_a_helper_left_by_a_lost_client_state_is_replaced_with_its_volume(
     """The client's state is gone (a reboot cleared its tmpfs, a crash) while the engine kept
     the project's helper and volume: `up` meets the helper by its name, replaces it, and
     removes the old volume, which only the old helper held."""
-    value = b"canary-" + secrets.token_hex(8).encode()
-    assert alice.run("set", "db_password", input=value).exit_code == 0
-    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
-    project = project_name()
-    files = ["-f", "docker-stack.yml", "-p", project]
+    value, project, files = _one_secret_stack(alice)
     env = _env(alice, isolated, runtime_dir)
     if not head_start:  # the head start needs the cached config: a fresh root has none
         env["DEVSECRETS_ENGINE_MODE"] = "engine"
@@ -432,13 +428,7 @@ def test_an_up_ended_while_its_helper_starts_leaves_no_attached_client(
     """The helper's `docker run` client stays attached until the first values are in. If
     `up -d` ends meanwhile (SIGKILL: no cleanup runs; a stop signal, possibly before the
     plaintext guard), that client must not stay behind, attached to the helper forever."""
-    assert (
-        alice.run("set", "db_password", input=b"canary-" + secrets.token_hex(8).encode()).exit_code
-        == 0
-    )
-    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
-    project = project_name()
-    files = ["-f", "docker-stack.yml", "-p", project]
+    _, project, files = _one_secret_stack(alice)
     env = _env(alice, isolated, runtime_dir, DEVSECRETS_ENGINE_MODE="engine")
     try:
         up = subprocess.Popen(
@@ -473,13 +463,7 @@ def test_a_foreign_container_with_the_helpers_name_is_left_alone(
 ) -> None:
     """A name conflict replaces only a devsecrets helper of this project; a container of
     someone else's that happens to have the name is refused, in one line, and kept."""
-    assert (
-        alice.run("set", "db_password", input=b"canary-" + secrets.token_hex(8).encode()).exit_code
-        == 0
-    )
-    write_stack(alice.project, TEST_IMAGE, {"api": {"secrets": ["db_password"]}})
-    project = project_name()
-    files = ["-f", "docker-stack.yml", "-p", project]
+    _, project, files = _one_secret_stack(alice)
     env = _env(alice, isolated, runtime_dir, DEVSECRETS_ENGINE_MODE="engine")
     name = f"devsecrets-{project}-helper"
     made = _docker(isolated, "create", "--name", name, "--network", "none", TEST_IMAGE, "true")
