@@ -46,6 +46,18 @@ def stack(user: User, services: dict, extra: dict | None = None) -> None:
     write_stack(user.project, "busybox", services, extra)
 
 
+def stack_with_a_plaintext_file(user: User) -> None:
+    """`api` reads `api_key` from ./secrets/api_key.txt (a plaintext file) and `db_password`."""
+    secrets_dir = user.project / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "api_key.txt").write_text("k3y-in-a-file")
+    stack(
+        user,
+        {"api": {"secrets": ["db_password", "api_key"]}},
+        {"secrets": {"api_key": {"file": "./secrets/api_key.txt"}}},
+    )
+
+
 def run_check(user: User, *args: str, env: dict | None = None) -> tuple[int, dict, str]:
     full_env = {**user.subprocess_env(), **(env or {})}
     result = devsecrets(["check", "--json", "--no-engine", *args], cwd=user.project, env=full_env)
@@ -79,14 +91,7 @@ def test_missing_and_unused(repo: User):
 
 
 def test_plaintext_secret_file_tracked_by_git(repo: User):
-    secrets_dir = repo.project / "secrets"
-    secrets_dir.mkdir()
-    (secrets_dir / "api_key.txt").write_text("k3y-in-a-file")
-    stack(
-        repo,
-        {"api": {"secrets": ["db_password", "api_key"]}},
-        {"secrets": {"api_key": {"file": "./secrets/api_key.txt"}}},
-    )
+    stack_with_a_plaintext_file(repo)
     _, untracked, _ = run_check(repo)
     assert "plaintext-tracked" not in codes(untracked)
     git(repo.project, "add", "secrets/api_key.txt")
@@ -231,14 +236,7 @@ def test_human_output_lists_problems_with_hints(repo: User):
 
 def test_what_up_warns_about_is_a_warning_that_does_not_fail(repo: User):
     """The same findings `up` prints (from `needs` and the layout), at warning level."""
-    secrets_dir = repo.project / "secrets"
-    secrets_dir.mkdir()
-    (secrets_dir / "api_key.txt").write_text("k3y-in-a-file")
-    stack(
-        repo,
-        {"api": {"secrets": ["db_password", "api_key"]}},
-        {"secrets": {"api_key": {"file": "./secrets/api_key.txt"}}},
-    )
+    stack_with_a_plaintext_file(repo)
     code, report, _ = run_check(repo)
     assert (code, report["ok"]) == (0, True)
     [finding] = report["findings"]
