@@ -41,8 +41,8 @@ def lean_command(args: list[str]) -> Callable[[], int] | None:
             return lambda: _get(store, names, as_json)
     if len(args) == 2 and args[0] == "set" and not args[1].startswith("-"):
         return _set_command(store, args[1])
-    if args[:1] == ["up"] and _plain_environment(original):
-        found = _up_args(args[1:])
+    if _plain_up(original):
+        found = _up_args(original[1:])
         if found is not None:
             return lambda: _up(found)
     return None
@@ -182,10 +182,11 @@ def _up_args(args: list[str]) -> _UpArgs | None:
 _MODES = ("auto", "host", "engine")
 
 
-def _plain_environment(args: list[str]) -> bool:
-    """No global option, nothing click reads from the environment for the group (the store,
-    a debug value it would refuse), no shell completion, no `--debug` anywhere (the full
-    CLI's tracebacks): then click has nothing to say that the lean `up -d` would not."""
+def _plain_up(args: list[str]) -> bool:
+    """`up` with no global option before it, nothing click reads from the environment for
+    the group (the store, a debug value it would refuse), no shell completion, no `--debug`
+    anywhere (the full CLI's tracebacks): then click has nothing to say that the lean
+    `up -d` would not."""
     env = os.environ
     return (
         args[:1] == ["up"]
