@@ -71,7 +71,7 @@ def prestart(args: Sequence[str]) -> None:
         cached = _lookup(_cache_key(argv, env, cwd, project.files), root)
         if cached is None:
             _start(argv, env, cwd)
-        if likely[0][:1] == ["docker"] and root is not None:
+        if with_docker and root is not None:
             engine_prestart.start_helper(args, env, root, cached)  # when engine mode is likely
     except Exception:  # noqa: BLE001, S110 - only a head start: the command runs compose itself
         pass

@@ -238,9 +238,10 @@ def start_helper(
     global _helper
     with contextlib.suppress(Exception):
         mode = _mode(args, env)
-        if mode == "host" or (mode == "auto" and remembered(root).get(engine_key(env)) != "engine"):
-            return
-        if mode not in ("engine", "auto"):
+        likely = mode == "engine" or (
+            mode == "auto" and remembered(root).get(engine_key(env)) == "engine"
+        )
+        if not likely:
             return
         name = json.loads(config).get("name") if config else None
         if not isinstance(name, str) or not name or os.path.lexists(root / name):
