@@ -229,28 +229,34 @@ def _through_run(store: EngineStore, env: Mapping[str, str], script: str, tar: b
     run = _runs.pop(store.helper, None)
     if run is None:
         return None
-    for attempt in (1, 2):
-        try:
-            answer = _message(run.proc, script, tar)
-        except BaseException:  # a stop signal: the client must not outlive us
-            engine_prestart.detach(run.proc)
-            raise
-        if answer is not None:
-            if answer == "ok":
-                key = (store.helper, store.volume)
-                _channels[key], _writes[key] = run.proc, 1
-            else:
-                engine_prestart.detach(run.proc)
-            return answer
-        engine_prestart.detach(run.proc)  # it ended, or never answered: it failed
-        detail = (run.proc.stderr.read() if run.proc.stderr else b"").decode(errors="replace")
-        if "Conflict" in detail and attempt == 1:
-            _replace_leftover(env, store)
-            run = _Run(run.argv, engine_prestart.spawn_run(run.argv, env))
-            continue
+    answer, detail = _first_answer(run.proc, script, tar)
+    if answer is None and "Conflict" in detail:
+        _replace_leftover(env, store)
+        run = _Run(run.argv, engine_prestart.spawn_run(run.argv, env))
+        answer, detail = _first_answer(run.proc, script, tar)
+    if answer is None:
         why = _docker_error(detail) or f"no answer in {_TIMEOUT} s"
         raise ComposeError(f"engine mode: docker run (helper) failed: {why}")
-    raise AssertionError("unreachable")  # pragma: no cover
+    if answer == "ok":
+        key = (store.helper, store.volume)
+        _channels[key], _writes[key] = run.proc, 1
+    else:
+        engine_prestart.detach(run.proc)
+    return answer
+
+
+def _first_answer(proc: subprocess.Popen[bytes], script: str, tar: bytes) -> tuple[str | None, str]:
+    """The loop's answer to a helper run's first message, or (None, the run's stderr) when
+    the run ended or never answered (it failed; it is detached then)."""
+    try:
+        answer = _message(proc, script, tar)
+    except BaseException:  # a stop signal: the client must not outlive us
+        engine_prestart.detach(proc)
+        raise
+    if answer is not None:
+        return answer, ""
+    engine_prestart.detach(proc)
+    return None, (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
 
 
 def _replace_leftover(env: Mapping[str, str], store: EngineStore) -> None:
