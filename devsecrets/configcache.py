@@ -214,17 +214,8 @@ def _compose_options(args: list[str]) -> dict[str, Any] | None:
         args = args[1:]
     if args[:1] not in (["up"], ["render"]):
         return None
-    taking = {
-        "-f": "files",
-        "--file": "files",
-        "-c": "files",
-        "--compose-file": "files",
-        "-p": "project_name",
-        "--project-name": "project_name",
-        "--profile": "profiles",
-        "--env-file": "env_files",
-        "--project-directory": "project_directory",
-    }
+    from devsecrets.fastpath import COMPOSE_FLAGS as taking  # the flags `up` reads too
+
     found: dict[str, list[str]] = {}
     rest = args[1:]
     i = 0

@@ -127,13 +127,18 @@ def _identities() -> Identities:
     return find_identities(os.environ)
 
 
+# compose's global options as `up` and `render` take them (cli.compose_options), each with
+# the `compose.ComposeOptions` field it fills; also read by configcache's head start.
+COMPOSE_FLAGS = {
+    "-f": "files", "--file": "files", "-c": "files", "--compose-file": "files",
+    "-p": "project_name", "--project-name": "project_name", "--profile": "profiles",
+    "--env-file": "env_files", "--project-directory": "project_directory",
+}  # fmt: skip
+
 # `up -d` (bench/bench_up.py: start-up is what devsecrets adds to compose's own `up`): the
 # options it takes here, as click parses them for `up` (name: (keyword, takes a value)).
 _UP_OPTIONS = {
-    "-f": ("files", True), "--file": ("files", True), "-c": ("files", True),
-    "--compose-file": ("files", True), "-p": ("project_name", True),
-    "--project-name": ("project_name", True), "--profile": ("profiles", True),
-    "--env-file": ("env_files", True), "--project-directory": ("project_directory", True),
+    **{name: (field, True) for name, field in COMPOSE_FLAGS.items()},
     "--allow-disk": ("allow_disk", False), "--engine-mode": ("engine_mode", True),
     "--helper-image": ("helper_image", True), "--no-watch": ("no_watch", False),
     "--no-mask": ("no_mask", False),
