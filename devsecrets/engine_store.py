@@ -589,10 +589,6 @@ def _parents(path: str) -> set[str]:
     return {posixpath.join(*parts[: i + 1]) for i in range(len(parts))}
 
 
-def bind_root(store: EngineStore) -> Path:
-    return Path(str(store.data_dir))
-
-
 def recorded(state: Mapping[str, Any]) -> dict[str, Any] | None:
     record = state.get(STATE_KEY)
     return record if isinstance(record, dict) else None
