@@ -27,9 +27,12 @@ import json
 import os
 import secrets as _random
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from devsecrets import helper_run
+from devsecrets.helper_run import HelperSpec
 
 ANSWERS = ".engine-mode.json"  # in the runtime root: {engine key: "host" | "engine"}
 LABEL = "devsecrets.project"
@@ -73,68 +76,23 @@ done
 """
 
 
-def run_argv(project: str, volume: str, size: int, client: str, image: str) -> list[str]:
-    """`docker run` for the project's helper, which also creates its tmpfs volume.
+def helper_spec(project: str, volume: str, size: int, client: str, image: str) -> HelperSpec:
+    """The project's helper, which also creates its tmpfs volume (helper_run makes it).
 
-    It runs attached (`-i`): its first process is the write loop on the run's stdin, so the
-    first values go in without a `docker exec` (~120 ms) once it has started; at the end of
-    that input it sleeps. The client then detaches (`--sig-proxy=false`: ending the `docker
-    run` process leaves the helper running)."""
+    Its first process is the write loop on the attached client's stdin, so the first values
+    go in without a `docker exec` (~120 ms) once it has started; at the end of that input it
+    sleeps. The client then detaches (ending it leaves the helper running)."""
     helper, _ = names(project)
-    labels = ["--label", f"{LABEL}={project}", "--label", f"{CLIENT}={client}"]
-    mount = ",".join(
-        [
-            "type=volume", f"source={volume}", f"target={MOUNT}", "volume-driver=local",
-            f"volume-label={LABEL}={project}", f"volume-label={ROLE}=secrets",
-            f"volume-label={CLIENT}={client}",
-            "volume-opt=type=tmpfs", "volume-opt=device=tmpfs",
-            f'"volume-opt=o=size={size},mode=0755,uid=0,gid=0"',
-        ]
-    )  # fmt: skip
-    return [
-        "docker", "run", "-i", "--sig-proxy=false", "--name", helper, *labels,
-        "--label", f"{ROLE}=helper", "--label", f"{SIZE}={size}",
-        "--network", "none", "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "FOWNER",
-        "--read-only", "--security-opt", "no-new-privileges", "--restart", "no",
-        "--log-driver", "none", "--user", "0:0", "--mount", mount,
-        "--entrypoint", "sh", image, "-c", 'sh -c "$1"; exec sleep 2147483647', "helper", LOOP,
-    ]  # fmt: skip
-
-
-def spawn_run(argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """The helper's attached `docker run`: its stdin and stdout are the write loop's. It dies
-    with this process (Linux: PR_SET_PDEATHSIG), so an end that skips our cleanup (SIGKILL, a
-    stop signal before the plaintext guard) leaves no attached client behind."""
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-        preexec_fn=_die_with_parent(),  # noqa: PLW1509 - two syscalls, resolved before the fork
+    return HelperSpec(
+        name=helper,
+        image=image,
+        labels={LABEL: project, CLIENT: client, ROLE: "helper", SIZE: str(size)},
+        volume=volume,
+        volume_labels={LABEL: project, ROLE: "secrets", CLIENT: client},
+        tmpfs_options=f"size={size},mode=0755,uid=0,gid=0",
+        target=MOUNT,
+        command=("-c", 'sh -c "$1"; exec sleep 2147483647', "helper", LOOP),
     )
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """What the child runs before exec: SIGKILL when this process ends. Resolved here, so the
-    child imports nothing (another thread may hold the import lock at the fork)."""
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError, ImportError):  # not Linux: best effort
-        return None
-    parent = os.getpid()
-
-    def child() -> None:
-        prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)  # SIGKILL
-        if os.getppid() != parent:  # the parent died before the line above
-            os._exit(1)
-
-    return child
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def engine_key(env: Mapping[str, str]) -> str:
@@ -170,8 +128,8 @@ class Helper:
     project: str
     volume: str
     size: int
-    argv: list[str]
-    proc: subprocess.Popen[bytes]  # the attached `docker run` (see run_argv)
+    spec: HelperSpec
+    proc: subprocess.Popen[bytes]  # the attached client (helper_run.start)
 
 
 _probe: Probe | None = None
@@ -248,8 +206,10 @@ def start_helper(
             return
         image = _flag(args, "--helper-image") or env.get(IMAGE_ENV) or DEFAULT_IMAGE
         volume = f"{names(name)[1]}-{_random.token_hex(4)}"
-        argv = run_argv(name, volume, MIN_SIZE, client_id(root), image)
-        _helper = Helper(root, _env_key(env), name, volume, MIN_SIZE, argv, spawn_run(argv, env))
+        spec = helper_spec(name, volume, MIN_SIZE, client_id(root), image)
+        _helper = Helper(
+            root, _env_key(env), name, volume, MIN_SIZE, spec, helper_run.start(spec, env)
+        )
 
 
 def take_probe(root: Path, env: Mapping[str, str]) -> tuple[Path, subprocess.Popen[bytes]] | None:

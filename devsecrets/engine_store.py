@@ -37,8 +37,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
-from devsecrets import engine_prestart, materialize, runtime_dir
+from devsecrets import engine_api, engine_prestart, helper_run, materialize, runtime_dir
 from devsecrets.engine_prestart import CLIENT, DEFAULT_IMAGE, IMAGE_ENV, LABEL, MOUNT, ROLE, SIZE
 from devsecrets.errors import ComposeError, DevsecretsError, MaterializeError
 from devsecrets.layout import Layout
@@ -101,14 +102,33 @@ class _Helper:
 
 def _inspect(env: Mapping[str, str], helper: str) -> _Helper | None:
     """The project's helper as the engine has it (None: there is none)."""
-    return _parse_inspect(_docker(env, *_INSPECT, helper, check=False))
-
-
-def _parse_inspect(out: subprocess.CompletedProcess[bytes]) -> _Helper | None:
+    socket = engine_api.socket_for(env)
+    if socket is not None:
+        try:
+            status, body = engine_api.call(socket, "GET", f"/containers/{helper}/json")
+        except engine_api.ApiError:
+            status, body = 0, b""  # asked again by the CLI, which says what is wrong
+        if status == 404:
+            return None
+        if status == 200:
+            try:
+                found = json.loads(body)
+                state, config = found["State"], found["Config"]
+                return _helper_from(state["Running"], config["Labels"], found["Mounts"])
+            except (ValueError, TypeError, KeyError):
+                return _Helper(False, 0, "", "")
+    out = _docker(env, *_INSPECT, helper, check=False)
     if out.returncode != 0:
         return None
     try:
         running, labels, mounts = (json.loads(p) for p in out.stdout.decode().split("\t"))
+    except ValueError:
+        return _Helper(False, 0, "", "")
+    return _helper_from(running, labels, mounts)
+
+
+def _helper_from(running: object, labels: Any, mounts: Any) -> _Helper:
+    try:
         size = int((labels or {}).get(SIZE, "0"))
         mount = next(m for m in mounts or [] if m.get("Destination") == MOUNT)
         return _Helper(running is True, size, str(mount["Name"]), str(mount["Source"]))
@@ -150,10 +170,7 @@ def ensure(
     if found is not None:
         _docker(env, "rm", "-f", helper, check=False)
     # the project's earlier volumes (or one a crash left), listed while the helper starts
-    earlier = _start(
-        env, "volume", "ls", "-q",
-        "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
-    )  # fmt: skip
+    earlier = _Listing(env, project)
     began = None
     made = ""
     try:
@@ -161,18 +178,18 @@ def ensure(
         if began is not None:  # its `docker run` ends only if it failed
             if began.proc.poll() is None and began.size >= needed and found is None:
                 made, size = began.volume, began.size
-                _runs[helper] = _Run(began.argv, began.proc)
+                _runs[helper] = _Run(began.spec, began.proc)
             else:
                 engine_prestart.remove(began, env)
             began = None
         if not made:
             made = f"{prefix}-{_random.token_hex(4)}"
-            argv = engine_prestart.run_argv(project, made, size, client, helper_image)
-            _runs[helper] = _Run(argv, engine_prestart.spawn_run(argv, env))
+            spec = engine_prestart.helper_spec(project, made, size, client, helper_image)
+            _runs[helper] = _Run(spec, helper_run.start(spec, env))
     except BaseException:
         if began is not None:  # taken, not yet ours or removed
             engine_prestart.remove(began, env)
-        _finish(earlier)
+        earlier.result()
         raise
     # removed once the new helper runs (`_drop_earlier`): a leftover helper by the same name
     # (a crash, a reboot that took the client's state) holds its volume until it is replaced
@@ -189,12 +206,55 @@ def ensure(
         if answer != "ok":
             raise ComposeError(f"engine mode: the helper {helper} did not start: {answer}")
         _drop_earlier(helper)
-        return _confirmed(store, _start(env, *_INSPECT, helper), hints, env)
-    _checks[helper] = (None, hints, env)
+        return _confirmed(store, _inspect(env, helper), hints, env)
+    _checks[helper] = (hints, env)
     return store
 
 
-_earlier: dict[str, tuple[subprocess.Popen[bytes], str, Mapping[str, str]]] = {}
+class _Listing:
+    """The project's secrets volumes: asked now (`docker volume ls`, while the helper starts)
+    or, through the API, when the result is wanted."""
+
+    def __init__(self, env: Mapping[str, str], project: str) -> None:
+        self.env, self.project = env, project
+        self.socket = engine_api.socket_for(env)
+        self.proc = None if self.socket else _start(env, "volume", "ls", "-q", *_filters(project))
+
+    def result(self) -> list[str] | None:
+        """The volumes' names; None when the engine did not say."""
+        if self.socket is not None:
+            found = _api_labelled(self.socket, "volumes", f"{LABEL}={self.project}")
+            if found is not None:
+                return [name for name, labels in found if labels.get(ROLE) == "secrets"]
+            self.proc = _start(self.env, "volume", "ls", "-q", *_filters(self.project))
+        assert self.proc is not None
+        out = _finish(self.proc)
+        return out.stdout.decode().split() if out.returncode == 0 else None
+
+
+def _filters(project: str) -> tuple[str, ...]:
+    return ("--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets")
+
+
+def _api_labelled(socket: str, kind: str, label: str) -> list[tuple[str, dict[str, str]]] | None:
+    """(name, labels) of the containers (`kind` "containers") or volumes with a label, asked
+    through the API; None when it did not answer."""
+    query = quote(json.dumps({"label": [label]}), safe="")
+    containers = kind == "containers"
+    path = f"/containers/json?all=1&filters={query}" if containers else f"/volumes?filters={query}"
+    try:
+        found: Any = engine_api.get_json(socket, path)
+        items = found if containers else found["Volumes"] or []
+        rows = []
+        for item in items:
+            name = item["Names"][0].lstrip("/") if containers else item["Name"]
+            rows.append((str(name), dict(item.get("Labels") or {})))
+    except (engine_api.ApiError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    return rows
+
+
+_earlier: dict[str, tuple[_Listing, str, Mapping[str, str]]] = {}
 
 
 def _drop_earlier(helper: str) -> None:
@@ -203,18 +263,17 @@ def _drop_earlier(helper: str) -> None:
     if pending is None:
         return
     listing, made, env = pending
-    listed = _finish(listing)
-    old = [v for v in listed.stdout.decode().split() if v != made]
-    if listed.returncode == 0 and old:
+    old = [v for v in listing.result() or [] if v != made]
+    if old:
         _remove_volumes(env, old)
 
 
 @dataclass(frozen=True, slots=True)
 class _Run:
-    """A helper's attached `docker run` (engine_prestart.run_argv) before its write loop
-    answered the first message."""
+    """A helper's attached client (helper_run.start) before its write loop answered the
+    first message."""
 
-    argv: list[str]
+    spec: helper_run.HelperSpec
     proc: subprocess.Popen[bytes]
 
 
@@ -232,11 +291,11 @@ def _through_run(store: EngineStore, env: Mapping[str, str], script: str, tar: b
     answer, detail = _first_answer(run.proc, script, tar)
     if answer is None and "Conflict" in detail:
         _replace_leftover(env, store)
-        run = _Run(run.argv, engine_prestart.spawn_run(run.argv, env))
+        run = _Run(run.spec, helper_run.start(run.spec, env))
         answer, detail = _first_answer(run.proc, script, tar)
     if answer is None:
         why = _docker_error(detail) or f"no answer in {_TIMEOUT} s"
-        raise ComposeError(f"engine mode: docker run (helper) failed: {why}")
+        raise ComposeError(f"engine mode: the helper {store.helper} did not start: {why}")
     if answer == "ok":
         key = (store.helper, store.volume)
         _channels[key], _writes[key] = run.proc, 1
@@ -297,7 +356,7 @@ _INSPECT = (
     "inspect", "--type", "container",
     "--format", "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .Mounts}}",
 )  # fmt: skip
-_checks: dict[str, tuple[subprocess.Popen[bytes] | None, Path | None, Mapping[str, str]]] = {}
+_checks: dict[str, tuple[Path | None, Mapping[str, str]]] = {}
 
 
 def confirm(store: EngineStore) -> EngineStore:
@@ -308,17 +367,13 @@ def confirm(store: EngineStore) -> EngineStore:
     check = _checks.pop(store.helper, None)
     if check is None:
         return store
-    checking, hints, env = check
-    return _confirmed(store, checking or _start(env, *_INSPECT, store.helper), hints, env)
+    hints, env = check
+    return _confirmed(store, _inspect(env, store.helper), hints, env)
 
 
 def _confirmed(
-    store: EngineStore,
-    checking: subprocess.Popen[bytes],
-    hints: Path | None,
-    env: Mapping[str, str],
+    store: EngineStore, made: _Helper | None, hints: Path | None, env: Mapping[str, str]
 ) -> EngineStore:
-    made = _parse_inspect(_finish(checking))
     if made is None or made.volume != store.volume or not made.source.startswith("/"):
         raise ComposeError(f"engine mode: volume {store.volume} has no mountpoint")
     source = PurePosixPath(made.source)
@@ -352,12 +407,7 @@ def _finish(proc: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[bytes]
 
 
 def _project_volumes(env: Mapping[str, str], project: str) -> list[str]:
-    out = _docker(
-        env, "volume", "ls", "-q",
-        "--filter", f"label={LABEL}={project}", "--filter", f"label={ROLE}=secrets",
-        check=False,
-    )  # fmt: skip
-    return out.stdout.decode().split() if out.returncode == 0 else []
+    return _Listing(env, project).result() or []
 
 
 def _remove_volumes(env: Mapping[str, str], volumes: Sequence[str]) -> None:
@@ -613,6 +663,12 @@ def forget(
 def _labelled(env: Mapping[str, str], *what: str) -> list[tuple[str, str]]:
     """(name, project) of the containers (`ps -a`) or volumes (`volume ls`) with a label."""
     *command, label = what
+    socket = engine_api.socket_for(env)
+    if socket is not None:
+        kind = "volumes" if command[0] == "volume" else "containers"
+        found = _api_labelled(socket, kind, label)
+        if found is not None:
+            return [(name, labels[LABEL]) for name, labels in found if labels.get(LABEL)]
     name = "{{.Name}}" if command[0] == "volume" else "{{.Names}}"
     out = _docker(
         env, *command, "--filter", f"label={label}",

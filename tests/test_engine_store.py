@@ -223,7 +223,9 @@ def test_a_value_that_outgrows_the_volume_is_one_line_live_and_a_bigger_volume_a
 
 
 def _channels(helper: str) -> list[int]:
-    """Pids of `docker exec -i HELPER sh -c <the write loop>` processes."""
+    """Pids of the docker clients attached to HELPER's write loop: `docker exec -i HELPER sh
+    -c <the loop>`, or the helper's own attached start (`docker start -a -i HELPER`, or
+    `docker run` with the loop) kept as the first channel."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -233,7 +235,8 @@ def _channels(helper: str) -> list[int]:
         except OSError:
             continue
         if argv[:1] and argv[0].endswith(b"docker") and helper.encode() in argv:
-            if any(b"while read -r slen tlen" in a for a in argv):
+            attached_start = argv[1:4] == [b"start", b"-a", b"-i"]
+            if attached_start or any(b"while read -r slen tlen" in a for a in argv):
                 found.append(int(entry.name))
     return found
 
@@ -412,9 +415,11 @@ def test_a_helper_left_by_a_lost_client_state_is_replaced_with_its_volume(
 
 
 def _attached_clients(project: str) -> list[str]:
-    """pids of `docker run` clients attached to the project's helper, on this machine."""
+    """pids of docker clients attached to the project's helper, on this machine: its
+    `docker start -a -i` (created through the API) or its `docker run -i`."""
+    helper = f"devsecrets-{project}-helper"
     out = subprocess.run(
-        ["pgrep", "-f", f"docker run -i --sig-proxy=false --name devsecrets-{project}-helper"],
+        ["pgrep", "-f", f"docker (start -a -i|run -i --sig-proxy=false --name) {helper}"],
         capture_output=True,
         text=True,
     )
