@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from devsecrets import (
     compose,
+    compose_gate,
     engine_mode,
     engine_prestart,
     engine_store,
@@ -101,6 +102,7 @@ def bring_up(
             helper_image=options.helper_image,
             building="--build" in options.args,  # build secrets the store lacks: an error
             handover=handover,
+            early_up=("up", *options.args) if detached else None,
         )
         if session.choice is not None:
             say(session.choice.line())
@@ -151,13 +153,16 @@ def prepare(
     check: Callable[[StackModel], None] | None = None,
     building: bool = False,
     handover: Handover | None = None,
+    early_up: Sequence[str] | None = None,
 ) -> Session:
     """Everything before `compose up`: the secrets are on tmpfs and the override is written.
 
     `validate` runs `compose config` on the result; `up` skips it because compose checks the
     override itself a moment later, and reports its own error. `check` sees the model before
     the store is read (`watch`: is the project running?). `building`: build secrets the
-    store lacks are an error (else a warning: an image already built needs none)."""
+    store lacks are an error (else a warning: an image already built needs none).
+    `early_up`: in engine mode, compose runs this command from the start of the values'
+    write, held at a gate (`compose_gate`) that `start_stack` opens."""
     root = private_root(env, allow_disk=allow_disk, warn=warn)
     cache = root / runtime_dir.COMPOSE_CACHE
     pending = engine_mode.start(engine_mode_flag, env, root)  # the probe runs meanwhile
@@ -194,7 +199,7 @@ def prepare(
     try:
         return _prepare_dir(
             project, model, layout, values, root, env, cwd, choice, helper_image, validate, warn,
-            handover,
+            handover, early_up,
         )  # fmt: skip
     finally:
         if sweeper is not None:
@@ -234,11 +239,14 @@ def _prepare_dir(
     validate: bool,
     warn: Warn,
     handover: Handover | None,
+    early_up: Sequence[str] | None,
 ) -> Session:
     project_dir = root / model.project
     created = not project_dir.exists()
     held = runtime_dir.hold(project_dir)
     engine = None
+    gated = None
+    published = None
     try:
         previous_blocks = runtime_dir.read_state(project_dir).get("blocks", {})
         if choice.mode == engine_mode.ENGINE:
@@ -256,14 +264,22 @@ def _prepare_dir(
         else:
             engine_prestart.drop(env)  # started on a guess that was wrong (once per engine)
             engine_store.forget(project_dir, model.project, env)  # was engine mode before
+        if engine is not None and early_up is not None and compose_gate.supported():
+            # compose starts now, on the override with the guessed mountpoint, and waits
+            published = publish_override(project_dir, layout, Path(str(engine.data_dir)))
+            files = compose.build_argv(project, published[0], [])
+            gated = compose_gate.GatedUp(files, early_up, env, cwd)
         written = engine_store.materialize_for(project_dir, engine, layout, values, env)
         if engine is not None:  # its mountpoint, checked while the values were written
-            engine = engine_store.confirm(engine)
+            guessed, engine = engine, engine_store.confirm(engine)
+            if gated is not None and engine.data_dir != guessed.data_dir:
+                gated.cancel()  # compose read the guess: it runs again once the override is right
+                gated = published = None
         if engine is None:
             for line in materialize.owner_warnings(layout, lambda: engine_mode.rootless_as_me(env)):
                 warn(line)
         bind_root = project_dir if engine is None else Path(str(engine.data_dir))
-        override, blocks = publish_override(project_dir, layout, bind_root)
+        override, blocks = published or publish_override(project_dir, layout, bind_root)
         if validate:
             compose.validate_override(project, override, env, cwd)
         session = Session(
@@ -282,10 +298,13 @@ def _prepare_dir(
             held=held,
             choice=choice,
             engine=engine,
+            gated=gated,
         )
         if handover is not None:  # the caller's cleanup covers it from here
             handover.session = session
     except BaseException:
+        if gated is not None:
+            gated.cancel()
         if created:
             wipe(project_dir, model.project, env)
         held.release()
@@ -322,6 +341,8 @@ def wiped_on_error(session: Session | None, detached: bool) -> Iterator[Handover
         yield handover
     except BaseException:
         done = handover.session
+        if done is not None and done.gated is not None:
+            done.gated.cancel()  # held at its gate, compose must not go on (no-op once released)
         if done is not None and not handover.taken and (done.created_dir or not detached):
             wipe(done.project_dir, done.model.project, done.env)
         raise
@@ -351,7 +372,10 @@ def start_stack(
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
         if redeploy is not None:
             redeploy()
-        code = compose.run(argv, session.env, session.cwd)
+        if session.gated is not None:  # started by `prepare`, waiting for this
+            code = session.gated.release()
+        else:
+            code = compose.run(argv, session.env, session.cwd)
         engine_store.close_all()  # a helper this run started keeps running, detached
         if code != 0 and session.created_dir:
             wipe(session.project_dir, session.model.project, session.env)

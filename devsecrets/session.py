@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devsecrets import compose
+from devsecrets.compose_gate import GatedUp
 from devsecrets.engine_mode import EngineChoice
 from devsecrets.engine_store import EngineStore
 from devsecrets.layout import Layout
@@ -39,6 +40,8 @@ class Session:
     # where the secrets live: host mode (engine None) or the engine's tmpfs volume
     choice: EngineChoice | None = None
     engine: EngineStore | None = None
+    # engine mode's `up -d`: compose, started early and held until `start_stack` (compose_gate)
+    gated: GatedUp | None = field(default=None, repr=False)
 
     @property
     def bind_root(self) -> Path:

@@ -1,0 +1,97 @@
+"""`compose up`, started while engine mode's helper starts, held until the values are in.
+
+compose spends its first ~100 ms or more before it needs the engine: the docker CLI, the
+plugin, reading the stack. Engine mode's helper (a container start) takes longer than that.
+So `up -d` starts compose early with one more file last on its command line, the read end
+of a pipe (`-f /dev/fd/N`): compose reads the stack and the override, then blocks reading
+the pipe until `release` writes a comment line to it and closes it.
+
+The gate is for time, not safety. The override compose reads binds each service to a
+directory of the engine's tmpfs that exists only once its values are in (the reboot guard,
+ARCHITECTURE.md), so a compose let through early fails to create those services instead of
+starting them without secrets. That happens only when this process dies between `start` and
+`release` (SIGKILL): the pipe's only writer is gone and compose reads end-of-file. Every
+other way out (an error, a stop signal) calls `cancel`, which kills compose first.
+
+compose runs in its own session, so `cancel` can kill the docker CLI and its compose plugin
+together (the plugin survives its CLI otherwise); our stop signals are passed on to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from devsecrets import process
+from devsecrets.errors import ComposeError, reason
+
+OPEN = b"# devsecrets: the values are in the engine's tmpfs\n"
+
+
+def supported() -> bool:
+    """A pipe compose can open by path (`/dev/fd/N`): Linux and macOS."""
+    return os.name == "posix" and os.path.isdir("/dev/fd")
+
+
+class GatedUp:
+    """A `compose up` that waits at the gate: `release` it (its exit code) or `cancel` it.
+    Either may be called more than once; only the first of them acts."""
+
+    def __init__(
+        self, files: Sequence[str], command: Sequence[str], env: Mapping[str, str], cwd: Path
+    ) -> None:
+        """`files`: compose's argv up to its last `-f` (ours); `command`: `up` and its args."""
+        reader, self._writer = os.pipe()  # neither is inherited by anything else we start
+        try:
+            self._proc = subprocess.Popen(
+                [*files, "-f", f"/dev/fd/{reader}", *command],
+                env=dict(env),
+                cwd=cwd,
+                pass_fds=(reader,),
+                start_new_session=True,
+            )
+        except OSError as e:
+            os.close(self._writer)
+            raise ComposeError(f"could not run {files[0]}: {reason(e)}") from e
+        finally:
+            os.close(reader)
+        self._done = False
+
+    def release(self) -> int:
+        """Let compose go on, and wait for it: its exit code. Our stop signals reach it
+        meanwhile (it has no terminal to get them from); after one, `Interrupted` is raised
+        once it has ended, as for a compose in our own process group."""
+        if self._done:
+            return self._proc.wait()
+        self._done = True
+        came: list[int] = []
+
+        def forward(signum: int, first: bool) -> None:
+            came.append(signum)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signum)
+
+        with process.on_stop(forward):
+            try:
+                with contextlib.suppress(BrokenPipeError):  # compose ended already
+                    os.write(self._writer, OPEN)
+            finally:
+                os.close(self._writer)
+            code = self._proc.wait()
+        if came:
+            raise process.Interrupted(came[0])
+        return code
+
+    def cancel(self) -> None:
+        """Stop compose before it reads the gate: it has created nothing yet."""
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)  # the CLI and its plugin
+        self._proc.wait()
+        os.close(self._writer)  # only now: end-of-file would let it through
