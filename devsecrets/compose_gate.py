@@ -1,17 +1,19 @@
 """`compose up`, started while engine mode's helper starts, held until the values are in.
 
 compose spends its first ~100 ms or more before it needs the engine: the docker CLI, the
-plugin, reading the stack. Engine mode's helper (a container start) takes longer than that.
+plugin, reading the stack. Engine mode's helper (a container start) takes about as long.
 So `up -d` starts compose early with one more file last on its command line, the read end
-of a pipe (`-f /dev/fd/N`): compose reads the stack and the override, then blocks reading
-the pipe until `release` writes a comment line to it and closes it.
+of a pipe (`-f /dev/fd/N`): compose reads the stack and the pending override, then blocks
+reading the pipe until `release` writes the real override to it and closes it.
 
-The gate is for time, not safety. The override compose reads binds each service to a
-directory of the engine's tmpfs that exists only once its values are in (the reboot guard,
-ARCHITECTURE.md), so a compose let through early fails to create those services instead of
-starting them without secrets. That happens only when this process dies between `start` and
-`release` (SIGKILL): the pipe's only writer is gone and compose reads end-of-file. Every
-other way out (an error, a stop signal) calls `cancel`, which kills compose first.
+The pending override (override.publish_pending) has the real one's keys, but binds every
+service's secrets from under `UNRELEASED`, a directory of the helper's volume that nothing
+ever makes; the real override, later in compose's file list, replaces those binds (compose
+merges volumes by target). So compose goes on with the real binds only once `release` has
+sent them, after the values are in. If this process dies before (SIGKILL), compose reads
+end-of-file and goes on with the pending binds, which fail every service with secrets, on a
+first `up` as on a re-run over values already there. Every other way out (an error, a stop
+signal) calls `cancel`, which kills compose first.
 
 compose runs in its own session, so `cancel` can kill the docker CLI and its compose plugin
 together (the plugin survives its CLI otherwise); our stop signals are passed on to it.
@@ -29,7 +31,7 @@ from pathlib import Path
 from devsecrets import process
 from devsecrets.errors import ComposeError, reason
 
-OPEN = b"# devsecrets: the values are in the engine's tmpfs\n"
+UNRELEASED = ".unreleased"  # in the helper's volume: never made (see the module doc)
 
 
 def supported() -> bool:
@@ -61,10 +63,10 @@ class GatedUp:
             os.close(reader)
         self._done = False
 
-    def release(self) -> int:
-        """Let compose go on, and wait for it: its exit code. Our stop signals reach it
-        meanwhile (it has no terminal to get them from); after one, `Interrupted` is raised
-        once it has ended, as for a compose in our own process group."""
+    def release(self, text: bytes) -> int:
+        """Send compose the real override (`text`) and wait for it: its exit code. Our stop
+        signals reach it meanwhile (it has no terminal to get them from); after one,
+        `Interrupted` is raised once it has ended, as for a compose in our process group."""
         if self._done:
             return self._proc.wait()
         self._done = True
@@ -77,8 +79,7 @@ class GatedUp:
 
         with process.on_stop(forward):
             try:
-                with contextlib.suppress(BrokenPipeError):  # compose ended already
-                    os.write(self._writer, OPEN)
+                _send(self._writer, text)
             finally:
                 os.close(self._writer)
             code = self._proc.wait()
@@ -95,3 +96,12 @@ class GatedUp:
             os.killpg(self._proc.pid, signal.SIGKILL)  # the CLI and its plugin
         self._proc.wait()
         os.close(self._writer)  # only now: end-of-file would let it through
+
+
+def _send(fd: int, text: bytes) -> None:
+    """All of `text` (more than a pipe holds waits for compose to read), unless compose has
+    ended already."""
+    view = memoryview(text)
+    with contextlib.suppress(BrokenPipeError):
+        while view:
+            view = view[os.write(fd, view) :]

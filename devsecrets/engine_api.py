@@ -40,7 +40,9 @@ def socket_for(env: Mapping[str, str]) -> str | None:
 
 
 def _context_host(env: Mapping[str, str]) -> str | None:
-    config = Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME", "/")) / ".docker")
+    if not env.get("DOCKER_CONFIG") and not env.get("HOME"):
+        return None  # the CLI would look the home up elsewhere: let it
+    config = Path(env.get("DOCKER_CONFIG") or Path(env["HOME"]) / ".docker")
     name = env.get("DOCKER_CONTEXT")
     if not name:
         try:
@@ -51,8 +53,10 @@ def _context_host(env: Mapping[str, str]) -> str | None:
             return None
     if not name or name == "default":
         return "unix://" + DEFAULT_SOCKET
+    if not isinstance(name, str):
+        return None
     # the CLI's context store: contexts/meta/<sha256 of the name>/meta.json
-    digest = hashlib.sha256(str(name).encode()).hexdigest()
+    digest = hashlib.sha256(name.encode()).hexdigest()
     try:
         meta = json.loads((config / "contexts" / "meta" / digest / "meta.json").read_text())
         host = meta["Endpoints"]["docker"]["Host"]

@@ -80,7 +80,7 @@ class HelperSpec:
                 "HostConfig": {
                     "NetworkMode": "none",
                     "CapDrop": ["ALL"],
-                    "CapAdd": ["CHOWN", "FOWNER"],
+                    "CapAdd": ["CAP_CHOWN", "CAP_FOWNER"],  # as the CLI spells them
                     "ReadonlyRootfs": True,
                     "SecurityOpt": ["no-new-privileges"],
                     "RestartPolicy": {"Name": "no"},

@@ -25,6 +25,7 @@ from devsecrets.layout import Layout, MountedFile
 STAGING = runtime_dir.STAGING
 STATE = runtime_dir.STATE
 OVERRIDE = runtime_dir.OVERRIDE
+PENDING = "override-pending.yml"  # compose_gate: what a compose waiting at its gate read
 _HINT = "check that the runtime directory is yours and its tmpfs has room"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -30,3 +30,10 @@ def publish_override(
     }
     runtime_dir.update_state(project_dir, blocks=blocks, project=layout.project)
     return override, blocks
+
+
+def publish_pending(project_dir: Path, layout: Layout, unreleased: Path) -> Path:
+    """The override compose reads while it waits at its gate (compose_gate): the real one's
+    keys, but every bind under `unreleased`, a directory that never exists. Records nothing."""
+    rendered = render(layout, unreleased, build_root=project_dir)
+    return materialize.write_text(project_dir, materialize.PENDING, to_yaml(rendered))

@@ -31,7 +31,7 @@ from devsecrets.errors import DevsecretsError
 from devsecrets.layout import Layout, plan
 from devsecrets.mask import Masker
 from devsecrets.needs import missing_error
-from devsecrets.override import publish_override
+from devsecrets.override import publish_override, publish_pending
 from devsecrets.process import Stopper, is_alive
 from devsecrets.project import open_project
 from devsecrets.runtime_dir import private_root
@@ -246,7 +246,6 @@ def _prepare_dir(
     held = runtime_dir.hold(project_dir)
     engine = None
     gated = None
-    published = None
     try:
         previous_blocks = runtime_dir.read_state(project_dir).get("blocks", {})
         if choice.mode == engine_mode.ENGINE:
@@ -265,21 +264,22 @@ def _prepare_dir(
             engine_prestart.drop(env)  # started on a guess that was wrong (once per engine)
             engine_store.forget(project_dir, model.project, env)  # was engine mode before
         if engine is not None and early_up is not None and compose_gate.supported():
-            # compose starts now, on the override with the guessed mountpoint, and waits
-            published = publish_override(project_dir, layout, Path(str(engine.data_dir)))
-            files = compose.build_argv(project, published[0], [])
-            gated = compose_gate.GatedUp(files, early_up, env, cwd)
+            # compose starts now and waits at its gate, on an override whose binds name a
+            # directory that never exists: only the gate's text, the real override written
+            # once the values are in, names the real ones (compose_gate)
+            unreleased = Path(str(engine.data_dir), compose_gate.UNRELEASED)
+            pending = publish_pending(project_dir, layout, unreleased)
+            gated = compose_gate.GatedUp(
+                compose.build_argv(project, pending, []), early_up, env, cwd
+            )
         written = engine_store.materialize_for(project_dir, engine, layout, values, env)
         if engine is not None:  # its mountpoint, checked while the values were written
-            guessed, engine = engine, engine_store.confirm(engine)
-            if gated is not None and engine.data_dir != guessed.data_dir:
-                gated.cancel()  # compose read the guess: it runs again once the override is right
-                gated = published = None
+            engine = engine_store.confirm(engine)
         if engine is None:
             for line in materialize.owner_warnings(layout, lambda: engine_mode.rootless_as_me(env)):
                 warn(line)
         bind_root = project_dir if engine is None else Path(str(engine.data_dir))
-        override, blocks = published or publish_override(project_dir, layout, bind_root)
+        override, blocks = publish_override(project_dir, layout, bind_root)
         if validate:
             compose.validate_override(project, override, env, cwd)
         session = Session(
@@ -372,8 +372,8 @@ def start_stack(
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
         if redeploy is not None:
             redeploy()
-        if session.gated is not None:  # started by `prepare`, waiting for this
-            code = session.gated.release()
+        if session.gated is not None:  # started by `prepare`, waiting for the real override
+            code = session.gated.release(session.override.read_bytes())
         else:
             code = compose.run(argv, session.env, session.cwd)
         engine_store.close_all()  # a helper this run started keeps running, detached

@@ -69,11 +69,12 @@ def render(layout: Layout, project_dir: Path, build_root: Path | None = None) ->
 def _bind(source: Path, target: str) -> dict[str, Any]:
     return {
         "type": "bind",
-        "source": str(source),
         "target": target,
         "read_only": True,
         # a missing source (tmpfs wiped by a reboot) must fail the start, never be created empty
         "bind": {"create_host_path": False},
+        # last: a copy of this text cut short (compose_gate) keeps the pending source
+        "source": str(source),
     }
 
 

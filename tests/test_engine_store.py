@@ -523,3 +523,92 @@ def test_a_failed_docker_run_is_named_by_its_cause(stderr: str, line: str) -> No
     from devsecrets.engine_store import _docker_error
 
     assert _docker_error(stderr) == line
+
+
+def test_a_compose_let_through_without_the_real_override_starts_no_service(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    """compose_gate's promise when devsecrets dies before the release (compose reads an empty
+    gate): the pending override it read fails every service with secrets, also over values
+    already in the volume (a re-run), so none runs without devsecrets having sent the real
+    binds. Simulated here by running compose with the pending override and nothing after."""
+    _, project, files = _one_secret_stack(alice)
+    env = _env(alice, isolated, runtime_dir)
+    try:
+        up = devsecrets(["up", *files, "-d"], cwd=alice.project, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        before = _container(isolated, project, "api")
+        pending = runtime_dir / project / "override-pending.yml"
+        assert pending.is_file()
+        let_through = subprocess.run(
+            ["docker", "compose", *files, "-f", str(pending), "up", "-d"],
+            cwd=alice.project,
+            env=env,
+            capture_output=True,
+        )
+        assert let_through.returncode != 0
+        assert b"bind source path does not exist" in let_through.stderr
+        # compose makes the new container before it stops the old one: the old one, with
+        # the binds devsecrets sent, is all that runs
+        assert _container(isolated, project, "api") == before
+        mounts = _docker(isolated, "inspect", "--format", "{{json .Mounts}}", before).stdout
+        assert b".unreleased" not in mounts and b"run-secrets" in mounts
+    finally:
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
+
+
+def test_the_helper_made_through_the_api_is_the_one_docker_run_makes_without_a_network(
+    isolated: str, runtime_dir: Path
+) -> None:
+    """helper_run's two ways give the same container: same confinement, labels, volume and
+    command; the API's has its network disabled (no libnetwork sandbox), `docker run`'s is
+    `--network none`. Neither has an interface but loopback."""
+    from devsecrets import engine_api, engine_prestart, helper_run
+
+    env = {**os.environ, "DOCKER_HOST": isolated}
+    assert engine_api.socket_for(env) is not None, "the isolated engine is a unix socket"
+    made = {}
+    projects = {"api": project_name(), "cli": project_name()}
+    try:
+        for way, project in projects.items():
+            volume = f"devsecrets-{project}-secrets-{secrets.token_hex(4)}"
+            spec = engine_prestart.helper_spec(project, volume, 1 << 24, "c" * 16, TEST_IMAGE)
+            if way == "api":
+                client = helper_run.start(spec, env)
+            else:
+                client = helper_run.attach(spec.run_argv(), env, new_session=False)
+            name = f"devsecrets-{project}-helper"
+            wait_for(lambda n=name: _docker(isolated, "top", n).returncode == 0, name)  # type: ignore[misc]
+            engine_prestart.detach(client)  # the loop ends; the helper sleeps on
+            found = json.loads(_docker(isolated, "inspect", name).stdout)[0]
+            interfaces = _docker(isolated, "exec", name, "ls", "/sys/class/net").stdout.split()
+            assert interfaces == [b"lo"], (way, interfaces)
+            made[way] = found
+        api, cli = made["api"], made["cli"]
+        assert api["Config"]["NetworkDisabled"] is True
+        assert cli["HostConfig"]["NetworkMode"] == "none"
+        for key in ("CapAdd", "CapDrop", "ReadonlyRootfs", "SecurityOpt", "RestartPolicy"):
+            assert api["HostConfig"][key] == cli["HostConfig"][key], key
+        assert api["HostConfig"]["LogConfig"]["Type"] == cli["HostConfig"]["LogConfig"]["Type"]
+        for key in ("User", "Entrypoint", "Cmd", "Image", "OpenStdin", "StdinOnce"):
+            assert api["Config"][key] == cli["Config"][key], key
+
+        def labels(found: dict, project: str) -> dict:
+            return {k: v.replace(project, "P") for k, v in found["Config"]["Labels"].items()}
+
+        assert labels(api, projects["api"]) == labels(cli, projects["cli"])
+        for found, project in ((api, projects["api"]), (cli, projects["cli"])):
+            (mount,) = found["Mounts"]
+            assert (mount["Type"], mount["Destination"], mount["RW"]) == (
+                "volume",
+                "/devsecrets",
+                True,
+            )
+            volume = json.loads(_docker(isolated, "volume", "inspect", mount["Name"]).stdout)[0]
+            assert volume["Options"]["type"] == "tmpfs"
+            assert volume["Options"]["o"] == "size=16777216,mode=0755,uid=0,gid=0"
+            assert volume["Labels"]["devsecrets.project"] == project
+    finally:
+        for project in projects.values():
+            _remove_project(isolated, project)
