@@ -189,7 +189,7 @@ def ensure(
     except BaseException:
         if began is not None:  # taken, not yet ours or removed
             engine_prestart.remove(began, env)
-        earlier.result()
+        earlier.close()
         raise
     # removed once the new helper runs (`_drop_earlier`): a leftover helper by the same name
     # (a crash, a reboot that took the client's state) holds its volume until it is replaced
@@ -230,6 +230,11 @@ class _Listing:
         assert self.proc is not None
         out = _finish(self.proc)
         return out.stdout.decode().split() if out.returncode == 0 else None
+
+    def close(self) -> None:
+        """Not wanted after all: the `docker volume ls` started, if any, is reaped."""
+        if self.proc is not None:
+            _finish(self.proc)
 
 
 def _filters(project: str) -> tuple[str, ...]:
