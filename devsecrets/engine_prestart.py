@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devsecrets import helper_run
+from devsecrets import engine_api, helper_run
 from devsecrets.helper_run import HelperSpec
 
 ANSWERS = ".engine-mode.json"  # in the runtime root: {engine key: "host" | "engine"}
@@ -258,11 +258,37 @@ def detach(proc: subprocess.Popen[bytes]) -> None:
 
 
 def remove(helper: Helper, env: Mapping[str, str]) -> None:
+    """Remove a head start nobody took: the container by the helper's name only if it is this
+    project's helper (its start may have failed on a name someone else's container holds),
+    and the volume made for it (a random name)."""
     detach(helper.proc)
     name, _ = names(helper.project)
-    for argv in (["rm", "-f", name], ["volume", "rm", "-f", helper.volume]):
+    argvs = [["volume", "rm", "-f", helper.volume]]
+    labels = labels_of(name, env)
+    if labels.get(ROLE) == "helper" and labels.get(LABEL) == helper.project:
+        argvs.insert(0, ["rm", "-f", name])
+    for argv in argvs:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(["docker", *argv], capture_output=True, env=dict(env), timeout=120)
+
+
+def labels_of(container: str, env: Mapping[str, str]) -> dict[str, str]:
+    """A container's labels ({} when there is none by that name, or no clear answer)."""
+    socket = engine_api.socket_for(env)
+    found: object = None
+    if socket is not None:
+        with contextlib.suppress(engine_api.ApiError, ValueError, KeyError, TypeError):
+            status, body = engine_api.call(socket, "GET", f"/containers/{container}/json")
+            found = json.loads(body)["Config"]["Labels"] if status == 200 else {}
+    if found is None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+            out = subprocess.run(
+                ["docker", "inspect", "--type", "container", "--format", "{{json .Config.Labels}}",
+                 container],
+                capture_output=True, env=dict(env), timeout=120,
+            )  # fmt: skip
+            found = json.loads(out.stdout) if out.returncode == 0 else {}
+    return found if isinstance(found, dict) else {}
 
 
 def _end_probe(probe: Probe) -> None:

@@ -168,7 +168,7 @@ def ensure(
             project, helper, found.volume, PurePosixPath(found.source), False, found.size
         )
     if found is not None:
-        _docker(env, "rm", "-f", helper, check=False)
+        _remove_if_ours(env, project, helper)
     # the project's earlier volumes (or one a crash left), listed while the helper starts
     earlier = _Listing(env, project)
     began = None
@@ -326,23 +326,20 @@ def _first_answer(proc: subprocess.Popen[bytes], script: str, tar: bytes) -> tup
 def _replace_leftover(env: Mapping[str, str], store: EngineStore) -> None:
     """Remove a container by the helper's name if it is a devsecrets helper of this project
     (left by a crash, or with the client's state lost); refuse to touch anyone else's."""
-    out = _docker(env, "inspect", "--type", "container", "--format", "{{json .Config.Labels}}",
-                  store.helper, check=False)  # fmt: skip
-    try:
-        labels = json.loads(out.stdout) if out.returncode == 0 else {}
-    except ValueError:
-        labels = {}
-    if (
-        not isinstance(labels, dict)
-        or labels.get(ROLE) != "helper"
-        or (labels.get(LABEL) != store.project)
-    ):
+    _remove_if_ours(env, store.project, store.helper)
+
+
+def _remove_if_ours(env: Mapping[str, str], project: str, helper: str) -> None:
+    """`docker rm -f` the container by the helper's name if it is a devsecrets helper of this
+    project; anyone else's is refused in one line and kept."""
+    labels = engine_prestart.labels_of(helper, env)
+    if labels.get(ROLE) != "helper" or labels.get(LABEL) != project:
         raise ComposeError(
-            f"engine mode: a container named {store.helper} exists and is not this project's "
+            f"engine mode: a container named {helper} exists and is not this project's "
             "devsecrets helper",
-            hint=f"rename or remove it (docker rm {store.helper}) if it is not needed",
+            hint=f"rename or remove it (docker rm {helper}) if it is not needed",
         )
-    _docker(env, "rm", "-f", store.helper, check=False)
+    _docker(env, "rm", "-f", helper, check=False)
 
 
 def _docker_error(text: str) -> str:

@@ -463,13 +463,20 @@ def test_an_up_ended_while_its_helper_starts_leaves_no_attached_client(
         _remove_project(isolated, project)
 
 
+@pytest.mark.parametrize("head_start", [True, False], ids=["head-start", "no-head-start"])
 def test_a_foreign_container_with_the_helpers_name_is_left_alone(
-    alice: User, isolated: str, runtime_dir: Path
+    alice: User, isolated: str, runtime_dir: Path, head_start: bool
 ) -> None:
     """A name conflict replaces only a devsecrets helper of this project; a container of
-    someone else's that happens to have the name is refused, in one line, and kept."""
+    someone else's that happens to have the name is refused, in one line, and kept: also when
+    the head start's helper is the one that met it."""
     _, project, files = _one_secret_stack(alice)
-    env = _env(alice, isolated, runtime_dir, DEVSECRETS_ENGINE_MODE="engine")
+    env = _env(alice, isolated, runtime_dir)
+    if head_start:  # the head start needs the cached config and this engine's last answer
+        for args in (["render", *files], ["down", *files, "-t", "0"]):
+            assert devsecrets(args, cwd=alice.project, env=env).returncode == 0
+    else:
+        env["DEVSECRETS_ENGINE_MODE"] = "engine"
     name = f"devsecrets-{project}-helper"
     made = _docker(isolated, "create", "--name", name, "--network", "none", TEST_IMAGE, "true")
     assert made.returncode == 0, made.stderr.decode()
