@@ -8,12 +8,13 @@ reading the pipe until `release` writes the real override to it and closes it.
 
 The pending override (override.publish_pending) has the real one's keys, but binds every
 service's secrets from under `UNRELEASED`, a directory of the helper's volume that nothing
-ever makes; the real override, later in compose's file list, replaces those binds (compose
-merges volumes by target). So compose goes on with the real binds only once `release` has
-sent them, after the values are in. If this process dies before (SIGKILL), compose reads
-end-of-file and goes on with the pending binds, which fail every service with secrets, on a
-first `up` as on a re-run over values already there. Every other way out (an error, a stop
-signal) calls `cancel`, which kills compose first.
+ever makes; the real binds, sent through the pipe as one JSON document (override.gate_text),
+replace those (compose merges volumes by target). So compose goes on with the real binds
+only once `release` has sent them, after the values are in. If this process dies before
+(SIGKILL), compose reads end-of-file and goes on with the pending binds, which fail every
+service with secrets, on a first `up` as on a re-run over values already there; a document
+cut short by our death is not JSON, and compose refuses it. Every other way out (an error,
+a stop signal) calls `cancel`, which kills compose first.
 
 compose runs in its own session, so `cancel` can kill the docker CLI and its compose plugin
 together (the plugin survives its CLI otherwise); our stop signals are passed on to it.
@@ -64,7 +65,7 @@ class GatedUp:
         self._done = False
 
     def release(self, text: bytes) -> int:
-        """Send compose the real override (`text`) and wait for it: its exit code. Our stop
+        """Send compose the real binds (`text`) and wait for it: its exit code. Our stop
         signals reach it meanwhile (it has no terminal to get them from); after one,
         `Interrupted` is raised once it has ended, as for a compose in our process group."""
         if self._done:

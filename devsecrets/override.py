@@ -13,7 +13,7 @@ from pathlib import Path
 
 from devsecrets import materialize, runtime_dir
 from devsecrets.layout import Layout
-from devsecrets.render import render, to_yaml
+from devsecrets.render import render, to_json, to_yaml
 
 
 def publish_override(
@@ -32,8 +32,27 @@ def publish_override(
     return override, blocks
 
 
+PENDING_HEADER = (
+    "# Not in effect: what `up -d` in engine mode gave compose while the values went in; its\n"
+    "# binds under .unreleased never exist. The override in effect is override.yml.\n"
+)
+
+
 def publish_pending(project_dir: Path, layout: Layout, unreleased: Path) -> Path:
     """The override compose reads while it waits at its gate (compose_gate): the real one's
     keys, but every bind under `unreleased`, a directory that never exists. Records nothing."""
     rendered = render(layout, unreleased, build_root=project_dir)
-    return materialize.write_text(project_dir, materialize.PENDING, to_yaml(rendered))
+    text = PENDING_HEADER + to_yaml(rendered)
+    return materialize.write_text(project_dir, materialize.PENDING, text)
+
+
+def gate_text(project_dir: Path, layout: Layout, bind_root: Path) -> bytes:
+    """What compose_gate sends once the values are in: the real override's binds (with the
+    pending override before it, that is the real override), as one JSON document."""
+    rendered = render(layout, bind_root, build_root=project_dir)
+    binds = {
+        name: {"volumes": block["volumes"]}
+        for name, block in rendered["services"].items()
+        if block["volumes"]
+    }
+    return to_json({"services": binds}).encode()

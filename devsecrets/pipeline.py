@@ -31,7 +31,7 @@ from devsecrets.errors import DevsecretsError
 from devsecrets.layout import Layout, plan
 from devsecrets.mask import Masker
 from devsecrets.needs import missing_error
-from devsecrets.override import publish_override, publish_pending
+from devsecrets.override import gate_text, publish_override, publish_pending
 from devsecrets.process import Stopper, is_alive
 from devsecrets.project import open_project
 from devsecrets.runtime_dir import private_root
@@ -372,8 +372,9 @@ def start_stack(
         runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
         if redeploy is not None:
             redeploy()
-        if session.gated is not None:  # started by `prepare`, waiting for the real override
-            code = session.gated.release(session.override.read_bytes())
+        if session.gated is not None:  # started by `prepare`, waiting for the real binds
+            gate = gate_text(session.project_dir, session.layout, session.bind_root)
+            code = session.gated.release(gate)
         else:
             code = compose.run(argv, session.env, session.cwd)
         engine_store.close_all()  # a helper this run started keeps running, detached

@@ -69,12 +69,11 @@ def render(layout: Layout, project_dir: Path, build_root: Path | None = None) ->
 def _bind(source: Path, target: str) -> dict[str, Any]:
     return {
         "type": "bind",
+        "source": str(source),
         "target": target,
         "read_only": True,
         # a missing source (tmpfs wiped by a reboot) must fail the start, never be created empty
         "bind": {"create_host_path": False},
-        # last: a copy of this text cut short (compose_gate) keeps the pending source
-        "source": str(source),
     }
 
 
@@ -174,6 +173,14 @@ def _sequence(items: list[Any], indent: int) -> list[str] | None:
             return None
         lines.append(f"{pad}- {scalar}")
     return lines
+
+
+def to_json(override: dict[str, Any]) -> str:
+    """The override as one JSON document (compose reads JSON as YAML): a copy cut short
+    anywhere is no document at all, which compose refuses (compose_gate)."""
+    import json
+
+    return json.dumps(_escape(override))
 
 
 def _escape(node: Any) -> Any:

@@ -143,3 +143,19 @@ def test_when_we_die_unreleased_compose_reads_end_of_file(tmp_path: Path) -> Non
     dying = subprocess.run([sys.executable, "-c", script], timeout=60)
     assert dying.returncode == -signal.SIGKILL
     assert _wait(out / "read") == ""
+
+
+def test_the_real_binds_cut_short_anywhere_are_no_document() -> None:
+    """What `release` sends (override.gate_text, as render.to_json writes it): every cut but
+    the empty one (end-of-file: the pending binds apply) fails to parse, so compose refuses
+    it instead of taking a path cut at a directory that exists."""
+    import yaml
+
+    from devsecrets.render import to_json
+
+    bind = {"type": "bind", "source": "/v/_data/services/api/run-secrets", "target": "/run/s"}
+    text = to_json({"services": {"api": {"volumes": [bind, {**bind, "target": "/a$b"}]}}})
+    assert yaml.safe_load(text)["services"]["api"]["volumes"][1]["target"] == "/a$$b"
+    for end in range(1, len(text)):
+        with pytest.raises(yaml.YAMLError):
+            yaml.safe_load(text[:end])

@@ -560,6 +560,24 @@ def test_a_compose_let_through_without_the_real_override_starts_no_service(
         assert _container(isolated, project, "api") == before
         mounts = _docker(isolated, "inspect", "--format", "{{json .Mounts}}", before).stdout
         assert b".unreleased" not in mounts and b"run-secrets" in mounts
+        # the real binds cut short by our death (even where the path names a directory that
+        # exists): not a document, compose refuses to load it; whole, it is the real override
+        (real,) = [m["Source"] for m in json.loads(mounts) if m["Destination"] == "/run/secrets"]
+        bind = {"type": "bind", "source": real, "target": "/run/secrets", "read_only": True}
+        whole = json.dumps({"services": {"api": {"volumes": [bind]}}})
+        cut = whole[: whole.index("/_data") + len("/_data")]
+        for gate, loads in ((cut, False), (whole, True)):
+            (runtime_dir / project / "gate.json").write_text(gate)
+            config = subprocess.run(
+                ["docker", "compose", *files, "-f", str(pending)]
+                + ["-f", str(runtime_dir / project / "gate.json"), "config", "--format", "json"],
+                cwd=alice.project,
+                env=env,
+                capture_output=True,
+            )
+            assert (config.returncode == 0) is loads, config.stderr.decode()
+        volumes = json.loads(config.stdout)["services"]["api"]["volumes"]
+        assert [v["source"] for v in volumes if v["target"] == "/run/secrets"] == [real]
     finally:
         devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
         _remove_project(isolated, project)
