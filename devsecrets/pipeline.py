@@ -367,16 +367,24 @@ def start_stack(
     detached = compose.is_detached(args)
     argv = session.argv(["up", *args])
     if detached:
-        if handover is not None:  # from here an interrupted `up -d` keeps what it wrote
+        if handover is not None:  # from here an interrupted `up -d` keeps what it wrote,
+            # unless compose made nothing yet (below)
             handover.taken = True
-        runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
-        if redeploy is not None:
-            redeploy()
-        if session.gated is not None:  # started by `prepare`, waiting for the real binds
-            gate = gate_text(session.project_dir, session.layout, session.bind_root)
-            code = session.gated.release(gate)
-        else:
-            code = compose.run(argv, session.env, session.cwd)
+        try:
+            runtime_dir.update_state(session.project_dir, pid=os.getpid(), detached=detached)
+            if redeploy is not None:
+                redeploy()
+            if session.gated is not None:  # started by `prepare`, waiting for the real binds
+                gate = gate_text(session.project_dir, session.layout, session.bind_root)
+                code = session.gated.release(gate)
+            else:
+                code = compose.run(argv, session.env, session.cwd)
+        except KeyboardInterrupt:  # a first `up -d` stopped before compose made anything
+            if session.created_dir and not compose.has_containers(
+                session.model.project, session.project.compose, session.env
+            ):
+                wipe(session.project_dir, session.model.project, session.env)
+            raise
         engine_store.close_all()  # a helper this run started keeps running, detached
         if code != 0 and session.created_dir:
             wipe(session.project_dir, session.model.project, session.env)

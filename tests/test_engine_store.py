@@ -637,3 +637,41 @@ def test_the_helper_made_through_the_api_is_the_one_docker_run_makes_without_a_n
     finally:
         for project in projects.values():
             _remove_project(isolated, project)
+
+
+def test_a_first_up_stopped_before_compose_made_anything_leaves_nothing(
+    alice: User, isolated: str, runtime_dir: Path
+) -> None:
+    """SIGTERM as `up -d` hands over to compose (the values are in; compose is released or
+    about to be): exit 143, and the values stay only with a container to use them. With none
+    made, the helper, its volume and the runtime directory are gone."""
+    _, project, files = _one_secret_stack(alice)
+    env = _env(alice, isolated, runtime_dir, DEVSECRETS_ENGINE_MODE="engine")
+    empty = 0
+    try:
+        for _ in range(3):
+            up = subprocess.Popen(
+                [*devsecrets_cmd(), "up", *files, "-d"],
+                cwd=alice.project,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            assert up.stderr is not None
+            for line in up.stderr:
+                if b"detached; run" in line:
+                    up.send_signal(signal.SIGTERM)
+                    break
+            up.stderr.read()
+            assert up.wait(timeout=60) == 128 + signal.SIGTERM
+            if not _docker(
+                isolated, "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"
+            ).stdout.strip():
+                empty += 1
+                assert not _helpers(isolated, project) and not _volumes(isolated, project)
+                assert not (runtime_dir / project).exists()
+            devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        assert empty, "compose had made the container every time: nothing was tested"
+    finally:
+        devsecrets(["down", *files, "-t", "0"], cwd=alice.project, env=env)
+        _remove_project(isolated, project)
