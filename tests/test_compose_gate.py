@@ -159,3 +159,31 @@ def test_the_real_binds_cut_short_anywhere_are_no_document() -> None:
     for end in range(1, len(text)):
         with pytest.raises(yaml.YAMLError):
             yaml.safe_load(text[:end])
+
+
+def test_the_gated_compose_runs_the_plugin_itself_where_the_cli_would_find_it(
+    tmp_path: Path,
+) -> None:
+    """`docker compose` becomes the plugin run standalone (no docker CLI start first) only
+    where the CLI would surely run that plugin; anything unsure stays `docker compose`."""
+    config = tmp_path / ".docker"
+    plugins = config / "cli-plugins"
+    plugins.mkdir(parents=True)
+    plugin = plugins / "docker-compose"
+    plugin.write_text("#!/bin/sh\n")
+    argv = ["docker", "compose", "-f", "a.yml", "up", "-d"]
+    env = {"HOME": str(tmp_path)}
+    if not sys.platform.startswith("linux"):
+        assert compose_gate.standalone(argv, env) == argv
+        return
+    assert compose_gate.standalone(argv, env)[0] != str(plugin)  # not executable: not run
+    plugin.chmod(0o755)
+    assert compose_gate.standalone(argv, env) == [str(plugin), "-f", "a.yml", "up", "-d"]
+    assert compose_gate.standalone(argv, {"DOCKER_CONFIG": str(config)})[0] == str(plugin)
+    assert compose_gate.standalone(["docker-compose", *argv[2:]], env)[0] == "docker-compose"
+    assert compose_gate.standalone(["docker", "--context", "x", "compose"], env)[0] == "docker"
+    (config / "config.json").write_text('{"cliPluginsExtraDirs": ["/opt/plugins"]}')
+    assert compose_gate.standalone(argv, env) == argv  # the CLI would look there first
+    (config / "config.json").write_text("{not json")
+    assert compose_gate.standalone(argv, env) == argv
+    assert compose_gate.standalone(argv, {}) == argv  # no home: where the CLI looks is unsure
