@@ -172,18 +172,18 @@ def test_the_gated_compose_runs_the_plugin_itself_where_the_cli_would_find_it(
     plugin = plugins / "docker-compose"
     plugin.write_text("#!/bin/sh\n")
     argv = ["docker", "compose", "-f", "a.yml", "up", "-d"]
-    env = {"HOME": str(tmp_path)}
+    home = {"HOME": str(tmp_path)}  # only where the CLI looks: nothing is run
     if not sys.platform.startswith("linux"):
-        assert compose_gate.standalone(argv, env) == argv
+        assert compose_gate.standalone(argv, home) == argv
         return
-    assert compose_gate.standalone(argv, env)[0] != str(plugin)  # not executable: not run
+    assert compose_gate.standalone(argv, home)[0] != str(plugin)  # not executable: not run
     plugin.chmod(0o755)
-    assert compose_gate.standalone(argv, env) == [str(plugin), "-f", "a.yml", "up", "-d"]
+    assert compose_gate.standalone(argv, home) == [str(plugin), "-f", "a.yml", "up", "-d"]
     assert compose_gate.standalone(argv, {"DOCKER_CONFIG": str(config)})[0] == str(plugin)
-    assert compose_gate.standalone(["docker-compose", *argv[2:]], env)[0] == "docker-compose"
-    assert compose_gate.standalone(["docker", "--context", "x", "compose"], env)[0] == "docker"
+    assert compose_gate.standalone(["docker-compose", *argv[2:]], home)[0] == "docker-compose"
+    assert compose_gate.standalone(["docker", "--context", "x", "compose"], home)[0] == "docker"
     (config / "config.json").write_text('{"cliPluginsExtraDirs": ["/opt/plugins"]}')
-    assert compose_gate.standalone(argv, env) == argv  # the CLI would look there first
+    assert compose_gate.standalone(argv, home) == argv  # the CLI would look there first
     (config / "config.json").write_text("{not json")
-    assert compose_gate.standalone(argv, env) == argv
+    assert compose_gate.standalone(argv, home) == argv
     assert compose_gate.standalone(argv, {}) == argv  # no home: where the CLI looks is unsure
