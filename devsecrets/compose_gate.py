@@ -23,7 +23,6 @@ together (the plugin survives its CLI otherwise); our stop signals are passed on
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -31,7 +30,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from devsecrets import process
+from devsecrets import engine_api, process
 from devsecrets.errors import ComposeError, reason
 
 UNRELEASED = ".unreleased"  # in the helper's volume: never made (see the module doc)
@@ -59,17 +58,9 @@ def standalone(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     naming extra plugin directories is left to the CLI)."""
     if list(argv[:2]) != ["docker", "compose"] or not sys.platform.startswith("linux"):
         return list(argv)
-    home = env.get("HOME")
-    if not env.get("DOCKER_CONFIG") and not home:
-        return list(argv)
-    config = Path(env.get("DOCKER_CONFIG") or Path(str(home), ".docker"))
-    try:
-        settings = json.loads((config / "config.json").read_text())
-    except FileNotFoundError:
-        settings = {}
-    except (OSError, ValueError):
-        return list(argv)
-    if not isinstance(settings, dict) or settings.get("cliPluginsExtraDirs"):
+    config = engine_api.config_dir(env)
+    settings = None if config is None else engine_api.read_config(config)
+    if config is None or settings is None or settings.get("cliPluginsExtraDirs"):
         return list(argv)
     for directory in (config / "cli-plugins", *map(Path, _SYSTEM_PLUGIN_DIRS)):
         plugin = directory / "docker-compose"

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 TIMEOUT = 30.0
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -39,18 +40,35 @@ def socket_for(env: Mapping[str, str]) -> str | None:
     return path if path.startswith("/") else None
 
 
-def _context_host(env: Mapping[str, str]) -> str | None:
+def config_dir(env: Mapping[str, str]) -> Path | None:
+    """The docker CLI's config directory; None without DOCKER_CONFIG or HOME (the CLI would
+    look the home up elsewhere: callers leave the choice to it)."""
     if not env.get("DOCKER_CONFIG") and not env.get("HOME"):
-        return None  # the CLI would look the home up elsewhere: let it
-    config = Path(env.get("DOCKER_CONFIG") or Path(env["HOME"]) / ".docker")
+        return None
+    return Path(env.get("DOCKER_CONFIG") or Path(env["HOME"]) / ".docker")
+
+
+def read_config(directory: Path) -> dict[str, Any] | None:
+    """Its config.json ({} when there is none); None when it cannot be read as the CLI's."""
+    try:
+        settings = json.loads((directory / "config.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def _context_host(env: Mapping[str, str]) -> str | None:
+    config = config_dir(env)
+    if config is None:
+        return None
     name = env.get("DOCKER_CONTEXT")
     if not name:
-        try:
-            name = json.loads((config / "config.json").read_text()).get("currentContext")
-        except FileNotFoundError:
-            name = None
-        except (OSError, ValueError, AttributeError):
+        settings = read_config(config)
+        if settings is None:
             return None
+        name = settings.get("currentContext")
     if not name or name == "default":
         return "unix://" + DEFAULT_SOCKET
     if not isinstance(name, str):
