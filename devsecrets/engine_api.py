@@ -146,3 +146,40 @@ def get_json(socket_path: str, path: str) -> object:
         return json.loads(body)
     except ValueError as e:
         raise ApiError("no JSON") from e
+
+
+def container(name: str, env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The engine's inspect of container `name` (the API's answer, else `docker inspect`'s):
+    None when there is none by that name (or the CLI failed), {} when the answer is unclear."""
+    socket = socket_for(env)
+    if socket is not None:
+        try:
+            status, body = call(socket, "GET", f"/containers/{name}/json")
+        except ApiError:
+            status, body = 0, b""  # asked again by the CLI
+        if status == 404:
+            return None
+        if status == 200:
+            return _object(body)
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["docker", "inspect", "--type", "container", name],
+            capture_output=True, env=dict(env), timeout=120,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return _object(out.stdout)  # a list of one
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return {}
+    if isinstance(found, list) and len(found) == 1:
+        found = found[0]
+    return found if isinstance(found, dict) else {}

@@ -274,21 +274,9 @@ def remove(helper: Helper, env: Mapping[str, str]) -> None:
 
 def labels_of(container: str, env: Mapping[str, str]) -> dict[str, str]:
     """A container's labels ({} when there is none by that name, or no clear answer)."""
-    socket = engine_api.socket_for(env)
-    found: object = None
-    if socket is not None:
-        with contextlib.suppress(engine_api.ApiError, ValueError, KeyError, TypeError):
-            status, body = engine_api.call(socket, "GET", f"/containers/{container}/json")
-            found = json.loads(body)["Config"]["Labels"] if status == 200 else {}
-    if found is None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-            out = subprocess.run(
-                ["docker", "inspect", "--type", "container", "--format", "{{json .Config.Labels}}",
-                 container],
-                capture_output=True, env=dict(env), timeout=120,
-            )  # fmt: skip
-            found = json.loads(out.stdout) if out.returncode == 0 else {}
-    return found if isinstance(found, dict) else {}
+    config = (engine_api.container(container, env) or {}).get("Config")
+    labels = config.get("Labels") if isinstance(config, dict) else None
+    return labels if isinstance(labels, dict) else {}
 
 
 def _end_probe(probe: Probe) -> None:

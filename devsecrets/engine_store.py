@@ -102,29 +102,14 @@ class _Helper:
 
 def _inspect(env: Mapping[str, str], helper: str) -> _Helper | None:
     """The project's helper as the engine has it (None: there is none)."""
-    socket = engine_api.socket_for(env)
-    if socket is not None:
-        try:
-            status, body = engine_api.call(socket, "GET", f"/containers/{helper}/json")
-        except engine_api.ApiError:
-            status, body = 0, b""  # asked again by the CLI, which says what is wrong
-        if status == 404:
-            return None
-        if status == 200:
-            try:
-                found = json.loads(body)
-                state, config = found["State"], found["Config"]
-                return _helper_from(state["Running"], config["Labels"], found["Mounts"])
-            except (ValueError, TypeError, KeyError):
-                return _Helper(False, 0, "", "")
-    out = _docker(env, *_INSPECT, helper, check=False)
-    if out.returncode != 0:
+    found = engine_api.container(helper, env)
+    if found is None:
         return None
     try:
-        running, labels, mounts = (json.loads(p) for p in out.stdout.decode().split("\t"))
-    except ValueError:
-        return _Helper(False, 0, "", "")
-    return _helper_from(running, labels, mounts)
+        running, labels = found["State"]["Running"], found["Config"]["Labels"]
+        return _helper_from(running, labels, found["Mounts"])
+    except (TypeError, KeyError):
+        return _Helper(False, 0, "", "")  # not one we can use: replaced
 
 
 def _helper_from(running: object, labels: Any, mounts: Any) -> _Helper:
@@ -354,10 +339,6 @@ def _docker_error(text: str) -> str:
     return useful[0] if useful else (lines[-1] if lines else "")
 
 
-_INSPECT = (
-    "inspect", "--type", "container",
-    "--format", "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .Mounts}}",
-)  # fmt: skip
 _checks: dict[str, tuple[Path | None, Mapping[str, str]]] = {}
 
 
