@@ -265,8 +265,8 @@ def _prepare_dir(
             engine_store.forget(project_dir, model.project, env)  # was engine mode before
         if engine is not None and early_up is not None and compose_gate.supported():
             # compose starts now and waits at its gate, on an override whose binds name a
-            # directory that never exists: only the gate's text, the real override written
-            # once the values are in, names the real ones (compose_gate)
+            # directory that never exists: only the gate's text, the real binds sent once the
+            # values are in (start_stack), names the real ones (compose_gate)
             unreleased = Path(str(engine.data_dir), compose_gate.UNRELEASED)
             pending = publish_pending(project_dir, layout, unreleased)
             gated = compose_gate.GatedUp(
